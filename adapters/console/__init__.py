@@ -1,0 +1,1 @@
+"""Console channel: a terminal as a chat platform."""

@@ -1,0 +1,1 @@
+"""Settings loading, wiring, the CLI and the process runner."""

@@ -1,0 +1,1 @@
+"""threadline core: the platform-free conversation engine."""

@@ -1,0 +1,1 @@
+"""Context window: token counting and choosing the history that fits."""

@@ -1,0 +1,1 @@
+"""Chat Completions client: request validation, SSE streaming, error mapping."""

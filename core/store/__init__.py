@@ -1,0 +1,1 @@
+"""History store over SQLModel tables, with Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Streaming policy: sink protocol, pacing, splitting and the stream driver."""

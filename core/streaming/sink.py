@@ -1,0 +1,91 @@
+"""The ReplySink Protocol the adapters satisfy, and the limits and pacing scopes it declares."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class WriteKind(enum.Enum):
+    """What a write does; decides its pacing scopes and its priority."""
+
+    POST = "post"
+    EDIT = "edit"
+    FINAL = "final"
+    TYPING = "typing"
+
+
+@dataclass(frozen=True, slots=True)
+class PaceScope:
+    """One token bucket: `key` names it globally; `rate` tokens per second, `burst` at most."""
+
+    key: str
+    rate: float
+    burst: float = 1.0
+
+
+def count_chars(text: str) -> int:
+    """Length in Unicode code points (Slack, Discord)."""
+    return len(text)
+
+
+def count_utf16(text: str) -> int:
+    """Length in UTF-16 code units (Telegram)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkLimits:
+    """What one platform target accepts: length per message and the pacing scopes per write."""
+
+    max_length: int
+    measure: Callable[[str], int] = count_chars
+    post_scopes: tuple[PaceScope, ...] = ()
+    edit_scopes: tuple[PaceScope, ...] = ()
+    final_scopes: tuple[PaceScope, ...] | None = None
+    typing_scopes: tuple[PaceScope, ...] = ()
+    min_edit_interval: float = 0.0
+    supports_edit: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def scopes_for(self, kind: WriteKind) -> tuple[PaceScope, ...]:
+        """The buckets a write of `kind` draws from."""
+        if kind is WriteKind.POST:
+            return self.post_scopes
+        if kind is WriteKind.EDIT:
+            return self.edit_scopes
+        if kind is WriteKind.FINAL:
+            return self.edit_scopes if self.final_scopes is None else self.final_scopes
+        return self.typing_scopes
+
+
+class ReplySink(Protocol):
+    """Where one answer is shown: a thread, chat or channel on one platform.
+
+    Texts are the model's Markdown; the sink renders them for its platform. Every method raises
+    only `core.errors.SinkError` subclasses. A native-streaming sink implements the same calls
+    with its append-style API underneath.
+    """
+
+    @property
+    def limits(self) -> SinkLimits:
+        """Length limit and pacing scopes of this target."""
+        ...
+
+    async def show_typing(self) -> None:
+        """Show a typing indicator or placeholder until the first text arrives."""
+        ...
+
+    async def post(self, text: str) -> str:
+        """Create a new message with `text`; return its platform message id."""
+        ...
+
+    async def edit(self, message_id: str, text: str) -> None:
+        """Replace the text of a message this sink posted (an intermediate state)."""
+        ...
+
+    async def finalize(self, message_id: str, text: str) -> None:
+        """Write the final text of a message; it will not change again."""
+        ...

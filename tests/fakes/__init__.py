@@ -1,0 +1,1 @@
+"""Local fake servers and platform-like sinks for tests."""
