@@ -1,0 +1,187 @@
+"""Settings types: every environment variable threadline reads, validated once at start-up."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are threadline, a helpful assistant in a team chat. Answer clearly and concisely. "
+    "Use Markdown for code and lists."
+)
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+AuthSetting = Literal["auto", "bearer", "api-key", "none"]
+
+
+def _env(name: str) -> Any:
+    return Field(validation_alias=AliasChoices(name))
+
+
+class Settings(BaseSettings):
+    """All of threadline's settings; field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=True,
+        populate_by_name=False,
+        frozen=True,
+        env_ignore_empty=True,
+    )
+
+    # The LLM server.
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", validation_alias="OPENAI_BASE_URL"
+    )
+    auth_style: AuthSetting = Field(default="auto", validation_alias="THREADLINE_AUTH_STYLE")
+    api_version: str | None = Field(default=None, validation_alias="THREADLINE_API_VERSION")
+
+    # Storage.
+    database_url: SecretStr = Field(
+        default=SecretStr("sqlite+aiosqlite:///./data/threadline.db"),
+        validation_alias="DATABASE_URL",
+    )
+    redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+
+    # Platforms.
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias="SLACK_SIGNING_SECRET"
+    )
+    slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, validation_alias="TELEGRAM_BOT_TOKEN"
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org/bot", validation_alias="TELEGRAM_API_URL"
+    )
+    discord_bot_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_BOT_TOKEN")
+    discord_api_url: str = Field(
+        default="https://discord.com/api/v10", validation_alias="DISCORD_API_URL"
+    )
+
+    # The model and its defaults for every Chat Completions parameter.
+    model: str = Field(default="gpt-4o-mini", min_length=1, validation_alias="THREADLINE_MODEL")
+    system_prompt: str = Field(
+        default=DEFAULT_SYSTEM_PROMPT, validation_alias="THREADLINE_SYSTEM_PROMPT"
+    )
+    context_window: int = Field(default=128_000, ge=256, validation_alias="THREADLINE_CONTEXT_WINDOW")
+    reply_tokens: int = Field(default=4_096, ge=16, validation_alias="THREADLINE_REPLY_TOKENS")
+    temperature: float | None = Field(default=None, validation_alias="THREADLINE_TEMPERATURE")
+    top_p: float | None = Field(default=None, validation_alias="THREADLINE_TOP_P")
+    n: int | None = Field(default=None, validation_alias="THREADLINE_N")
+    stop: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        default=None, validation_alias="THREADLINE_STOP"
+    )
+    max_tokens: int | None = Field(default=None, validation_alias="THREADLINE_MAX_TOKENS")
+    max_completion_tokens: int | None = Field(
+        default=None, validation_alias="THREADLINE_MAX_COMPLETION_TOKENS"
+    )
+    presence_penalty: float | None = Field(
+        default=None, validation_alias="THREADLINE_PRESENCE_PENALTY"
+    )
+    frequency_penalty: float | None = Field(
+        default=None, validation_alias="THREADLINE_FREQUENCY_PENALTY"
+    )
+    logit_bias: Annotated[dict[str, int] | None, NoDecode] = Field(
+        default=None, validation_alias="THREADLINE_LOGIT_BIAS"
+    )
+    seed: int | None = Field(default=None, validation_alias="THREADLINE_SEED")
+    send_user: bool = Field(default=True, validation_alias="THREADLINE_SEND_USER")
+    user_hash_key: SecretStr | None = Field(default=None, validation_alias="THREADLINE_USER_HASH_KEY")
+    include_usage: bool = Field(default=True, validation_alias="THREADLINE_INCLUDE_USAGE")
+
+    # Time limits for the LLM call.
+    connect_timeout: float = Field(default=10.0, gt=0, validation_alias="THREADLINE_CONNECT_TIMEOUT")
+    first_token_timeout: float = Field(
+        default=120.0, gt=0, validation_alias="THREADLINE_FIRST_TOKEN_TIMEOUT"
+    )
+    chunk_timeout: float = Field(default=60.0, gt=0, validation_alias="THREADLINE_CHUNK_TIMEOUT")
+    total_timeout: float = Field(default=600.0, gt=0, validation_alias="THREADLINE_TOTAL_TIMEOUT")
+    max_retries: int = Field(default=3, ge=0, le=10, validation_alias="THREADLINE_MAX_RETRIES")
+
+    # Behaviour in chats.
+    history_turns: int = Field(default=200, ge=1, le=5000, validation_alias="THREADLINE_HISTORY_TURNS")
+    require_mention: bool = Field(default=False, validation_alias="THREADLINE_REQUIRE_MENTION")
+    log_level: LogLevel = Field(default="INFO", validation_alias="THREADLINE_LOG_LEVEL")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _parse_stop(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            if text.startswith("["):
+                return json.loads(text)
+            return (value,)
+        return value
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _parse_logit_bias(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            parsed = json.loads(text)
+            if not isinstance(parsed, dict):
+                raise ValueError('must be a JSON object such as {"50256": -100}')
+            return parsed
+        return value
+
+    @field_validator(
+        "openai_base_url", "slack_api_url", "telegram_api_url", "discord_api_url", mode="after"
+    )
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_platform_pairs(self) -> Settings:
+        if self.slack_bot_token and not (self.slack_app_token or self.slack_signing_secret):
+            raise ValueError(
+                "SLACK_BOT_TOKEN is set but neither SLACK_APP_TOKEN (Socket Mode) nor "
+                "SLACK_SIGNING_SECRET (HTTP events) is"
+            )
+        return self
+
+    def effective_auth_style(self) -> Literal["bearer", "api-key", "none"]:
+        """The auth header style: explicit, else api-key for Azure hosts, none without a key."""
+        if self.auth_style != "auto":
+            return self.auth_style
+        if self.openai_api_key is None or not self.openai_api_key.get_secret_value():
+            return "none"
+        host = urlsplit(self.openai_base_url).hostname or ""
+        if host.endswith(".openai.azure.com") or host.endswith(".cognitiveservices.azure.com"):
+            return "api-key"
+        return "bearer"
+
+    def enabled_platforms(self) -> list[str]:
+        """Platforms whose credentials are set."""
+        enabled = []
+        if self.slack_bot_token:
+            enabled.append("slack")
+        if self.telegram_bot_token:
+            enabled.append("telegram")
+        if self.discord_bot_token:
+            enabled.append("discord")
+        return enabled
+
+
+PLATFORM_VARIABLES: dict[str, tuple[str, ...]] = {
+    "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET"),
+    "telegram": ("TELEGRAM_BOT_TOKEN",),
+    "discord": ("DISCORD_BOT_TOKEN",),
+}
