@@ -1,0 +1,475 @@
+"""Chat Completions over HTTP: streaming, retries, timeouts, adaptive fallbacks, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
+from contextlib import aclosing
+from typing import Any, NoReturn, TypeVar, cast
+
+import httpx
+from httpx_sse import EventSource
+
+from core.clock import Clock, SystemClock
+from core.errors import (
+    ConfigError,
+    LLMError,
+    LLMRateLimited,
+    LLMRejected,
+    LLMStreamError,
+    LLMTimeout,
+)
+from core.llm.chunks import Completion, StreamDecoder, decode_completion
+from core.llm.failures import (
+    error_for_status,
+    error_for_transport,
+    message_from_body,
+    retry_after_seconds,
+)
+from core.llm.request import ChatRequest
+from core.llm.types import ChoiceFinished, ContentDelta, LLMEndpoint, StreamEvent
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_REDACTED = "<redacted>"
+
+
+class ChatCompletionsClient:
+    """Talks to one OpenAI-compatible endpoint; the only code that knows the wire format.
+
+    `http` is injected (tests point it at a local fake); `clock` is used for the waits
+    between retries, `rng` for their jitter. Timeouts run on the event loop's clock.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        endpoint: LLMEndpoint,
+        clock: Clock | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        if endpoint.auth_style == "api-key" and not endpoint.api_key:
+            raise ConfigError("api_key", "auth_style 'api-key' needs an API key")
+        self._http = http
+        self._endpoint = endpoint
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._sends_stream_options = endpoint.include_usage
+        self._uses_max_completion_tokens = False
+
+    @property
+    def endpoint(self) -> LLMEndpoint:
+        """The endpoint this client talks to."""
+        return self._endpoint
+
+    @property
+    def sends_stream_options(self) -> bool:
+        """Whether streaming requests carry `stream_options` (off after the server refused it)."""
+        return self._sends_stream_options
+
+    @property
+    def uses_max_completion_tokens(self) -> bool:
+        """Whether `max_tokens` is sent as `max_completion_tokens` (after the server asked)."""
+        return self._uses_max_completion_tokens
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Stream the answer as events; retries only until the first `ContentDelta`.
+
+        Ends normally only when every choice got a finish reason; otherwise raises
+        `LLMStreamError` after yielding everything received. A failed attempt that showed no
+        text may have yielded a `UsageReport` or `ChoiceFinished` before the retry; consumers
+        should keep the latest of each.
+        """
+        if not request.stream:
+            raise ValueError("stream() needs a request with stream=True; use complete()")
+        deadline = asyncio.get_running_loop().time() + self._endpoint.total_timeout
+        attempt = 0
+        while True:
+            payload = self._payload(request)
+            yielded = False
+            try:
+                async with aclosing(self._stream_once(payload, deadline)) as events:
+                    async for event in events:
+                        yielded = yielded or isinstance(event, ContentDelta)
+                        yield event
+                return
+            except _Adapted:
+                continue
+            except (LLMError, _StatusFailure) as exc:
+                error, hint = _unwrap(exc)
+                delay = None if yielded else self._retry_delay(attempt, error, hint, deadline)
+                if delay is None:
+                    _reraise(exc)
+                attempt += 1
+                await self._wait_before_retry(error, attempt, delay)
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """Ask for the whole answer at once (`stream=False`), with the same retries."""
+        if request.stream:
+            request = dataclasses.replace(request, stream=False)
+        deadline = asyncio.get_running_loop().time() + self._endpoint.total_timeout
+        attempt = 0
+        while True:
+            payload = self._payload(request)
+            try:
+                return await self._complete_once(payload, deadline)
+            except _Adapted:
+                continue
+            except (LLMError, _StatusFailure) as exc:
+                error, hint = _unwrap(exc)
+                delay = self._retry_delay(attempt, error, hint, deadline)
+                if delay is None:
+                    _reraise(exc)
+                attempt += 1
+                await self._wait_before_retry(error, attempt, delay)
+
+    async def list_models(self) -> list[str]:
+        """Model ids from GET /models; `LLMRejected` if the server has no such listing."""
+        url = self._url("models")
+        timeout = self._endpoint.connect_timeout + self._endpoint.first_token_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._http.get(
+                    url,
+                    params=self._query(),
+                    headers=self._headers(streaming=False),
+                    timeout=self._http_timeout(),
+                )
+        except TimeoutError:
+            raise LLMTimeout(f"GET {url} got no answer within {timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, url) from exc
+        if not response.is_success:
+            message = self._redact(message_from_body(response.content, response.reason_phrase))
+            raise error_for_status(
+                response.status_code, message, retry_after_seconds(response.headers)
+            )
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        models = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(models, list):
+            raise LLMRejected(response.status_code, "the server's /models answer is not a list")
+        return [
+            model["id"]
+            for model in models
+            if isinstance(model, dict) and isinstance(model.get("id"), str)
+        ]
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _stream_once(
+        self, payload: dict[str, Any], deadline: float
+    ) -> AsyncGenerator[StreamEvent, None]:
+        watch = _StreamWatch(self._endpoint, deadline)
+        url = self._url("chat/completions")
+        http_request = self._http.build_request(
+            "POST",
+            url,
+            params=self._query(),
+            json=payload,
+            headers=self._headers(streaming=True),
+            timeout=self._http_timeout(),
+        )
+        logger.debug("POST %s (model %s, streaming)", url, payload.get("model"))
+        response = await self._guard(watch, url, self._http.send(http_request, stream=True))
+        try:
+            await self._guard(watch, url, self._raise_for_status(response, payload))
+            media_type = response.headers.get("content-type", "").partition(";")[0].strip()
+            if media_type.lower() == "application/json":
+                body = await self._guard(watch, url, response.aread())
+                for event in _events_from_completion(decode_completion(body, self._redact)):
+                    yield event
+                return
+            decoder = StreamDecoder(self._redact)
+            async with aclosing(self._decode_stream(response, watch, decoder, url)) as events:
+                async for event in events:
+                    yield event
+            for event in decoder.finish():
+                yield event
+            if not decoder.saw_choice:
+                raise LLMStreamError("the stream ended without any answer (truncated)")
+            if decoder.unfinished_choices:
+                raise LLMStreamError(
+                    "the stream was truncated: no finish reason for choice(s) "
+                    + ", ".join(str(index) for index in decoder.unfinished_choices)
+                )
+        finally:
+            await response.aclose()
+
+    async def _decode_stream(
+        self, response: httpx.Response, watch: _StreamWatch, decoder: StreamDecoder, url: str
+    ) -> AsyncGenerator[StreamEvent, None]:
+        headers = httpx.Headers(response.headers)
+        headers["content-type"] = "text/event-stream; charset=utf-8"
+        timed = httpx.Response(
+            response.status_code,
+            headers=headers,
+            stream=_TimedByteStream(response, watch),
+            request=response.request,
+        )
+        try:
+            async with aclosing(EventSource(timed).aiter_sse()) as server_events:
+                async for server_event in server_events:
+                    data = server_event.data.strip()
+                    if not data:
+                        continue
+                    watch.data_arrived()
+                    if data == "[DONE]":
+                        return
+                    for event in decoder.feed(data):
+                        yield event
+        except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.TimeoutException):
+                raise LLMTimeout(f"reading the stream from {url} timed out") from exc
+            raise LLMStreamError(
+                self._redact(f"the stream from {url} broke: {type(exc).__name__}: {exc}")
+            ) from exc
+
+    async def _complete_once(self, payload: dict[str, Any], deadline: float) -> Completion:
+        url = self._url("chat/completions")
+        http_request = self._http.build_request(
+            "POST",
+            url,
+            params=self._query(),
+            json=payload,
+            headers=self._headers(streaming=False),
+            timeout=self._http_timeout(),
+        )
+        logger.debug("POST %s (model %s, not streaming)", url, payload.get("model"))
+        watch = _StreamWatch(self._endpoint, deadline, whole_answer=True)
+        response = await self._guard(watch, url, self._http.send(http_request, stream=True))
+        try:
+            await self._guard(watch, url, self._raise_for_status(response, payload))
+            body = await self._guard(watch, url, response.aread())
+        finally:
+            await response.aclose()
+        return decode_completion(body, self._redact)
+
+    async def _guard(self, watch: _StreamWatch, url: str, step: Awaitable[_T]) -> _T:
+        """Await one network step under the current deadline, translating transport errors."""
+        try:
+            async with asyncio.timeout_at(watch.read_deadline()):
+                return await step
+        except TimeoutError:
+            raise LLMTimeout(watch.timeout_message()) from None
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, url) from exc
+
+    async def _raise_for_status(self, response: httpx.Response, payload: dict[str, Any]) -> None:
+        if response.is_success:
+            return
+        body = await response.aread()
+        status = response.status_code
+        if status in (400, 422):
+            self._adapt_to_refusal(body.decode("utf-8", errors="replace").lower(), payload)
+        message = self._redact(message_from_body(body, response.reason_phrase))
+        retry_after = retry_after_seconds(response.headers)
+        raise _StatusFailure(error_for_status(status, message, retry_after), retry_after)
+
+    def _adapt_to_refusal(self, body_text: str, payload: dict[str, Any]) -> None:
+        """Switch off what a 400 said the server does not support, then ask for a resend."""
+        if "stream_options" in payload and (
+            "stream_options" in body_text or "include_usage" in body_text
+        ):
+            self._sends_stream_options = False
+            logger.info(
+                "%s refused stream_options; streaming without usage reports from now on",
+                self._endpoint.base_url,
+            )
+            raise _Adapted
+        if (
+            "max_tokens" in payload
+            and "max_tokens" in body_text
+            and (
+                "max_completion_tokens" in body_text
+                or "not supported" in body_text
+                or "unsupported" in body_text
+            )
+        ):
+            self._uses_max_completion_tokens = True
+            logger.info(
+                "%s refused max_tokens; sending max_completion_tokens from now on",
+                self._endpoint.base_url,
+            )
+            raise _Adapted
+
+    # -- retries -----------------------------------------------------------------------
+
+    def _retry_delay(
+        self, attempt: int, error: LLMError, hint: float | None, deadline: float
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or `None` to give up."""
+        if attempt >= self._endpoint.max_retries or isinstance(error, LLMRejected):
+            return None
+        ceiling = self._endpoint.retry_max_delay
+        if hint is None and isinstance(error, LLMRateLimited):
+            hint = error.retry_after
+        if hint is not None:
+            delay = min(hint, ceiling)
+        else:
+            backoff = min(self._endpoint.retry_base_delay * 2**attempt, ceiling)
+            delay = self._rng.uniform(backoff / 2, backoff)
+        if asyncio.get_running_loop().time() + delay >= deadline:
+            return None
+        return delay
+
+    async def _wait_before_retry(self, error: LLMError, attempt: int, delay: float) -> None:
+        logger.warning(
+            "LLM request failed (%s: %s); retry %d of %d in %.2fs",
+            type(error).__name__,
+            error,
+            attempt,
+            self._endpoint.max_retries,
+            delay,
+        )
+        await self._clock.sleep(delay)
+
+    # -- wire details ------------------------------------------------------------------
+
+    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+        return request.to_payload(
+            include_usage=self._sends_stream_options,
+            use_max_completion_tokens=self._uses_max_completion_tokens,
+        )
+
+    def _url(self, path: str) -> str:
+        return f"{self._endpoint.base_url.rstrip('/')}/{path}"
+
+    def _query(self) -> dict[str, str]:
+        version = self._endpoint.api_version
+        return {"api-version": version} if version else {}
+
+    def _headers(self, streaming: bool) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream" if streaming else "application/json"}
+        key, style = self._endpoint.api_key, self._endpoint.auth_style
+        if key and style == "bearer":
+            headers["Authorization"] = f"Bearer {key}"
+        elif key and style == "api-key":
+            headers["api-key"] = key
+        return headers
+
+    def _http_timeout(self) -> httpx.Timeout:
+        """Connect limits from the endpoint; reads are bounded by the asyncio deadlines."""
+        connect = self._endpoint.connect_timeout
+        return httpx.Timeout(connect=connect, read=None, write=connect, pool=connect)
+
+    def _transport_error(self, exc: httpx.HTTPError, url: str) -> LLMError:
+        error = error_for_transport(exc, url)
+        return type(error)(self._redact(str(error)))
+
+    def _redact(self, text: str) -> str:
+        key = self._endpoint.api_key
+        return text.replace(key, _REDACTED) if key else text
+
+
+class _StreamWatch:
+    """The deadlines of one attempt: first data event, gap between bytes, whole answer."""
+
+    def __init__(self, endpoint: LLMEndpoint, deadline: float, whole_answer: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._endpoint = endpoint
+        self._total_deadline = deadline
+        now = self._loop.time()
+        self._first_deadline = deadline if whole_answer else now + endpoint.first_token_timeout
+        self._last_bytes = now
+        self._data_seen = False
+        self._limit = "total"
+
+    def read_deadline(self) -> float:
+        """When the read in progress must have produced something."""
+        if self._data_seen:
+            candidate, limit = self._last_bytes + self._endpoint.chunk_timeout, "chunk"
+        else:
+            candidate, limit = self._first_deadline, "first"
+        if candidate < self._total_deadline:
+            self._limit = limit
+            return candidate
+        self._limit = "total"
+        return self._total_deadline
+
+    def bytes_arrived(self) -> None:
+        """Any bytes (comments and keep-alives included) reset the gap timer."""
+        self._last_bytes = self._loop.time()
+
+    def data_arrived(self) -> None:
+        """The first `data:` event ends the wait for the first token."""
+        self._data_seen = True
+
+    def timeout_message(self) -> str:
+        endpoint = self._endpoint
+        if self._limit == "first":
+            return f"no answer within the first-token timeout of {endpoint.first_token_timeout:g}s"
+        if self._limit == "chunk":
+            return f"the stream stalled for over the chunk timeout of {endpoint.chunk_timeout:g}s"
+        return f"the answer took longer than the total timeout of {endpoint.total_timeout:g}s"
+
+
+class _TimedByteStream(httpx.AsyncByteStream):
+    """The raw body of a response, failing with `LLMTimeout` when a read passes its deadline."""
+
+    def __init__(self, response: httpx.Response, watch: _StreamWatch) -> None:
+        self._response = response
+        self._watch = watch
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        raw = cast(AsyncGenerator[bytes, None], self._response.aiter_raw())
+        async with aclosing(raw) as chunks:
+            while True:
+                try:
+                    async with asyncio.timeout_at(self._watch.read_deadline()):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise LLMTimeout(self._watch.timeout_message()) from None
+                self._watch.bytes_arrived()
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class _Adapted(Exception):
+    """The client switched a wire option after a 400; send the request again."""
+
+
+class _StatusFailure(Exception):
+    """A non-2xx answer: the error to raise and the server's Retry-After, if any."""
+
+    def __init__(self, error: LLMError, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _unwrap(exc: LLMError | _StatusFailure) -> tuple[LLMError, float | None]:
+    if isinstance(exc, _StatusFailure):
+        return exc.error, exc.retry_after
+    return exc, None
+
+
+def _reraise(exc: LLMError | _StatusFailure) -> NoReturn:
+    if isinstance(exc, _StatusFailure):
+        raise exc.error from None
+    raise exc
+
+
+def _events_from_completion(completion: Completion) -> Iterator[StreamEvent]:
+    """A server that ignored `stream: true` answered with one JSON body; replay it as events."""
+    pairs = zip(completion.texts, completion.finish_reasons, strict=True)
+    for index, (text, reason) in enumerate(pairs):
+        if text:
+            yield ContentDelta(index, text)
+        if reason is not None:
+            yield ChoiceFinished(index, reason)
+    if completion.usage is not None:
+        yield completion.usage
+    if None in completion.finish_reasons:
+        raise LLMStreamError("the answer was truncated: no finish reason")

@@ -1,0 +1,66 @@
+"""Participant names for Chat Completions messages: sanitised display names and pseudonyms."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_NAME_LENGTH = 64
+_PSEUDONYM_PREFIX = "u_"
+_PSEUDONYM_HEX_DIGITS = 30
+
+# Letters that NFKD does not decompose into an ASCII base letter plus accents.
+_TRANSLITERATIONS = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "ð": "d",
+        "Ð": "D",
+        "þ": "th",
+        "Þ": "Th",
+        "\u0131": "i",  # dotless i
+    }
+)
+_WHITESPACE_RUN = re.compile(r"\s+")
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sanitize_name(display_name: str | None) -> str | None:
+    """Map a display name onto `^[A-Za-z0-9_-]{1,64}$`, or `None` if nothing usable is left.
+
+    Accents are stripped ("Zoë" -> "Zoe"), whitespace runs become one underscore, every other
+    character is dropped, and the result is cut to 64 characters.
+    """
+    if not display_name:
+        return None
+    text = unicodedata.normalize("NFKD", display_name.translate(_TRANSLITERATIONS))
+    text = "".join(char for char in text if not unicodedata.combining(char))
+    text = _WHITESPACE_RUN.sub("_", text.strip())
+    text = _NOT_ALLOWED.sub("", text)[:_MAX_NAME_LENGTH]
+    return text if NAME_PATTERN.match(text) else None
+
+
+def pseudonymize_user(secret: bytes, platform: str, user_id: str) -> str:
+    """A stable, keyed pseudonym for a platform user that never reveals the raw id.
+
+    HMAC-SHA256 over platform and id under `secret`, hex, shortened: `u_` + 30 hex digits.
+    The result is itself a valid message `name` and `user` value.
+    """
+    if not secret:
+        raise ValueError("pseudonymize_user needs a non-empty secret")
+    message = platform.encode() + b"\x00" + user_id.encode()
+    digest = hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return _PSEUDONYM_PREFIX + digest[:_PSEUDONYM_HEX_DIGITS]
