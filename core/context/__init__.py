@@ -1,1 +1,13 @@
 """Context window: token counting and choosing the history that fits."""
+
+from core.context.tokens import TokenCounter, estimate_text, load_encoding
+from core.context.window import NameFor, Window, build_window
+
+__all__ = [
+    "NameFor",
+    "TokenCounter",
+    "Window",
+    "build_window",
+    "estimate_text",
+    "load_encoding",
+]

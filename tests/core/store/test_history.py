@@ -1,0 +1,303 @@
+"""HistoryStore turns: append, recent, finish, platform message links, meta and forget."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+
+from core.conversation import ConversationKey, Role, Turn, TurnStatus
+from core.errors import StoreError
+from core.store import HistoryStore
+
+KEY = ConversationKey("slack", "T1", "C1", "1700000000.000100")
+OTHER = ConversationKey("slack", "T1", "C1", "1700000000.000200")
+
+
+def user(text: str, *ids: str) -> Turn:
+    return Turn(Role.USER, text, "U1", "Ann Lee", platform_message_ids=ids)
+
+
+def bot(text: str, *ids: str, status: TurnStatus = TurnStatus.COMPLETE) -> Turn:
+    return Turn(Role.ASSISTANT, text, status=status, platform_message_ids=ids)
+
+
+async def test_append_returns_increasing_ids_and_recent_is_oldest_first(
+    store: HistoryStore,
+) -> None:
+    ids = [await store.append(KEY, user(f"m{i}")) for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    turns = await store.recent(KEY, limit=10)
+    assert [t.content for t in turns] == ["m0", "m1", "m2", "m3", "m4"]
+    assert [t.id for t in turns] == ids
+
+
+async def test_recent_returns_every_stored_field(store: HistoryStore) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    turn_id = await store.append(
+        KEY,
+        Turn(
+            Role.USER,
+            "hello there",
+            author_id="U1",
+            author_name="Ann Lee",
+            status=TurnStatus.COMPLETE,
+            platform_message_ids=("1700000000.000100", "1700000000.000101"),
+            token_count=3,
+        ),
+    )
+    [turn] = await store.recent(KEY, limit=1)
+    assert turn == Turn(
+        Role.USER,
+        "hello there",
+        author_id="U1",
+        author_name="Ann Lee",
+        status=TurnStatus.COMPLETE,
+        platform_message_ids=("1700000000.000100", "1700000000.000101"),
+        token_count=3,
+        id=turn_id,
+    )
+    assert turn.created_at is not None and turn.created_at.tzinfo is not None
+    assert before <= turn.created_at <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+async def test_recent_keeps_a_given_created_at(store: HistoryStore) -> None:
+    when = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    await store.append(KEY, Turn(Role.USER, "old", created_at=when))
+    [turn] = await store.recent(KEY, limit=1)
+    assert turn.created_at == when
+
+
+async def test_recent_takes_the_newest_limit_turns(store: HistoryStore) -> None:
+    for i in range(10):
+        await store.append(KEY, user(f"m{i}"))
+    assert [t.content for t in await store.recent(KEY, limit=3)] == ["m7", "m8", "m9"]
+    assert await store.recent(KEY, limit=0) == []
+
+
+async def test_recent_upto_a_turn(store: HistoryStore) -> None:
+    ids = [await store.append(KEY, user(f"m{i}")) for i in range(10)]
+    turns = await store.recent(KEY, limit=3, upto_turn_id=ids[4])
+    assert [t.content for t in turns] == ["m2", "m3", "m4"]
+    assert [t.content for t in await store.recent(KEY, limit=50, upto_turn_id=ids[1])] == [
+        "m0",
+        "m1",
+    ]
+
+
+async def test_conversations_are_kept_apart(store: HistoryStore) -> None:
+    await store.append(KEY, user("in key"))
+    await store.append(OTHER, user("in other"))
+    await store.append(ConversationKey("discord", "T1", "C1", KEY.thread), user("discord"))
+    assert [t.content for t in await store.recent(KEY, limit=10)] == ["in key"]
+    assert [t.content for t in await store.recent(OTHER, limit=10)] == ["in other"]
+    assert await store.count(KEY) == 1
+    assert await store.recent(ConversationKey("x", "y", "z", "w"), limit=10) == []
+    assert await store.count(ConversationKey("x", "y", "z", "w")) == 0
+
+
+async def test_finish_turn_records_the_outcome(store: HistoryStore) -> None:
+    await store.append(KEY, user("question", "q1"))
+    turn_id = await store.append(KEY, bot("", status=TurnStatus.PARTIAL))
+    await store.link_platform_messages(KEY, turn_id, ["a1"])
+    await store.finish_turn(
+        turn_id,
+        content="the answer",
+        status=TurnStatus.COMPLETE,
+        platform_message_ids=["a1", "a2"],
+        token_count=42,
+    )
+    answer = (await store.recent(KEY, limit=1))[0]
+    assert (answer.content, answer.status, answer.token_count) == (
+        "the answer",
+        TurnStatus.COMPLETE,
+        42,
+    )
+    assert answer.platform_message_ids == ("a1", "a2")
+
+
+async def test_finish_turn_keeps_the_token_count_unless_given(store: HistoryStore) -> None:
+    turn_id = await store.append(KEY, Turn(Role.ASSISTANT, "x", token_count=7))
+    await store.finish_turn(turn_id, content="partial answer", status=TurnStatus.PARTIAL)
+    [turn] = await store.recent(KEY, limit=1)
+    assert (turn.content, turn.status, turn.token_count) == (
+        "partial answer",
+        TurnStatus.PARTIAL,
+        7,
+    )
+
+
+async def test_finish_unknown_turn_is_a_store_error(store: HistoryStore) -> None:
+    with pytest.raises(StoreError, match="no turn with id 999"):
+        await store.finish_turn(999, content="x", status=TurnStatus.FAILED)
+
+
+async def test_find_turn_by_any_platform_message_of_a_turn(store: HistoryStore) -> None:
+    question = await store.append(KEY, user("question", "q1"))
+    answer = await store.append(KEY, bot("part one", "a1"))
+    await store.link_platform_messages(KEY, answer, ["a2", "a3"])
+    assert await store.find_turn("slack", "q1") == (KEY, question)
+    assert await store.find_turn("slack", "a1") == (KEY, answer)
+    assert await store.find_turn("slack", "a3") == (KEY, answer)
+    assert await store.find_turn("slack", "nope") is None
+    assert await store.find_turn("discord", "q1") is None
+
+
+async def test_find_turn_scoped_by_space_and_channel(store: HistoryStore) -> None:
+    # Telegram message ids are only unique within a chat.
+    chat_a = ConversationKey("telegram", "-100", "-100", "7")
+    chat_b = ConversationKey("telegram", "-200", "-200", "7")
+    in_a = await store.append(chat_a, user("in a", "42"))
+    in_b = await store.append(chat_b, user("in b", "42"))
+    assert await store.find_turn("telegram", "42", space="-100") == (chat_a, in_a)
+    assert await store.find_turn("telegram", "42", space="-200", channel="-200") == (chat_b, in_b)
+    assert await store.find_turn("telegram", "42", space="-300") is None
+
+
+async def test_linking_is_idempotent(store: HistoryStore) -> None:
+    turn_id = await store.append(KEY, bot("x", "a1"))
+    await store.link_platform_messages(KEY, turn_id, ["a1", "a2", "a2"])
+    await store.link_platform_messages(KEY, turn_id, ["a2"])
+    await store.link_platform_messages(KEY, turn_id, [])
+    [turn] = await store.recent(KEY, limit=1)
+    assert turn.platform_message_ids == ("a1", "a2")
+
+
+async def test_linking_a_turn_of_another_conversation_is_refused(store: HistoryStore) -> None:
+    turn_id = await store.append(KEY, bot("x"))
+    with pytest.raises(StoreError, match="is not in"):
+        await store.link_platform_messages(OTHER, turn_id, ["a1"])
+
+
+async def test_count(store: HistoryStore) -> None:
+    for i in range(4):
+        await store.append(KEY, user(str(i)))
+    assert await store.count(KEY) == 4
+
+
+async def test_forget_deletes_turns_and_links_but_keeps_meta(store: HistoryStore) -> None:
+    await store.update_meta(KEY, model="gpt-4o")
+    await store.append(KEY, user("a", "q1"))
+    last = await store.append(KEY, bot("b", "a1"))
+    await store.append(OTHER, user("other", "q9"))
+    assert await store.forget(KEY) == 2
+    assert await store.recent(KEY, limit=10) == []
+    assert await store.find_turn("slack", "q1") is None
+    assert await store.get_meta(KEY) == {"model": "gpt-4o"}
+    assert await store.count(OTHER) == 1
+    assert await store.forget(ConversationKey("x", "y", "z", "w")) == 0
+    # Ids are never reused: a reply still streaming into a forgotten turn can't hit a new one.
+    assert await store.append(KEY, user("again")) > last
+
+
+async def test_meta_round_trip_merge_and_removal(store: HistoryStore) -> None:
+    assert await store.get_meta(KEY) == {}
+    await store.update_meta(KEY, model="gpt-4o", temperature=0.2, flags={"names": True})
+    await store.update_meta(KEY, temperature=None, since_turn=12)
+    assert await store.get_meta(KEY) == {
+        "model": "gpt-4o",
+        "flags": {"names": True},
+        "since_turn": 12,
+    }
+    assert await store.get_meta(OTHER) == {}
+    # update_meta creates the conversation without adding turns.
+    assert await store.count(KEY) == 0
+
+
+async def test_corrupt_meta_is_a_store_error(store: HistoryStore) -> None:
+    await store.update_meta(KEY, a=1)
+    async with store.engine.begin() as connection:
+        await connection.execute(text("UPDATE conversations SET meta = 'not json'"))
+    with pytest.raises(StoreError, match="not valid JSON"):
+        await store.get_meta(KEY)
+
+
+async def test_recent_is_one_bounded_index_scan(store: HistoryStore) -> None:
+    """The newest-N query walks the (conversation_id, id) index backwards and stops at N."""
+    await _fill(store, KEY, 2000)
+    for i in range(40):  # newer conversations, so scanning all messages newest first is slow
+        await _fill(store, ConversationKey("slack", "T1", "C2", str(i)), 50)
+    statements: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
+        if "FROM messages" in statement and "platform_messages" not in statement:
+            statements.append((statement, parameters))
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        turns = await store.recent(KEY, limit=50)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", capture)
+    assert len(turns) == 50 and turns[-1].content == "m1999"
+    [(statement, parameters)] = statements
+    plan = await _explain(store, statement, parameters)
+    assert "ix_messages_conversation_id_id" in plan, plan
+    assert "TEMP B-TREE" not in plan.upper() and "Sort" not in plan, plan
+
+
+async def _fill(store: HistoryStore, key: ConversationKey, n: int) -> None:
+    first = await store.append(key, user("m0"))
+    async with store.engine.begin() as connection:
+        cid = (
+            await connection.execute(
+                text("SELECT conversation_id FROM messages WHERE id = :id"), {"id": first}
+            )
+        ).scalar()
+        await connection.execute(
+            text(
+                "INSERT INTO messages (conversation_id, role, content, status, created_at) "
+                "VALUES (:cid, 'user', :content, 'complete', :now)"
+            ),
+            [{"cid": cid, "content": f"m{i}", "now": datetime.now(UTC)} for i in range(1, n)],
+        )
+        if store.dialect == "postgresql":
+            await connection.execute(text("ANALYZE messages"))
+
+
+async def _explain(store: HistoryStore, statement: str, parameters: object) -> str:
+    async with store.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        if store.dialect == "sqlite":
+            cursor = await driver.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            rows = await cursor.fetchall()
+            return "\n".join(str(row[-1]) for row in rows)
+        rows = await driver.fetch(f"EXPLAIN {statement}", *parameters)
+        return "\n".join(row[0] for row in rows)
+
+
+async def test_concurrent_meta_updates_from_two_stores_lose_nothing(
+    db_url: str, store: HistoryStore
+) -> None:
+    """Read-modify-write of meta is atomic across engines (processes) and never 'locked'."""
+    other = await HistoryStore.open(db_url)
+    try:
+        await asyncio.gather(
+            *((store if i % 2 else other).update_meta(KEY, **{f"flag{i}": i}) for i in range(30)),
+            *((other if i % 2 else store).append(KEY, user(f"m{i}", f"p{i}")) for i in range(30)),
+        )
+    finally:
+        await other.close()
+    assert await store.get_meta(KEY) == {f"flag{i}": i for i in range(30)}
+    assert await store.count(KEY) == 30
+
+
+async def test_sqlite_write_transactions_take_the_write_lock_up_front(tmp_path: Path) -> None:
+    store = await HistoryStore.open(f"sqlite:///{tmp_path / 'w.db'}")
+    begins: list[str] = []
+
+    def capture(_conn, _cursor, statement, *_rest) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        await store.append(KEY, user("hi"))
+        await store.recent(KEY, limit=5)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", capture)
+        await store.close()
+    assert begins == ["BEGIN IMMEDIATE", "BEGIN"]
