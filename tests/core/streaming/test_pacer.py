@@ -1,0 +1,245 @@
+"""Pacer: bucket math, priorities, the reserve for finals, pauses, multi-scope grants, scale."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from core.streaming import Pacer, PaceScope, Priority, StreamPolicy
+from tests.fakes.virtual_clock import VirtualClock
+
+CHAT = PaceScope("tg:chat:1", rate=1.0, burst=1.0)
+BOT = PaceScope("tg:bot", rate=30.0, burst=30.0)
+WORKSPACE = PaceScope("slack:T1:chat.update", rate=40 / 60, burst=5.0)
+
+
+def make_pacer(clock: VirtualClock, **policy: float) -> Pacer:
+    return Pacer(clock, StreamPolicy(pause_jitter=0.0, **policy), rng=random.Random(7))  # type: ignore[arg-type]
+
+
+async def grant_time(
+    pacer: Pacer, clock: VirtualClock, scopes: list[PaceScope], priority: Priority
+) -> float:
+    await pacer.acquire(scopes, priority)
+    return clock.now()
+
+
+async def test_burst_then_steady_rate(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=2.0, burst=3.0)
+    times = [await grant_time(pacer, clock, [scope], Priority.FINAL) for _ in range(7)]
+    assert times == pytest.approx([0, 0, 0, 0.5, 1.0, 1.5, 2.0])
+    assert pacer.stats()["s"].grants == 7
+
+
+async def test_tokens_refill_up_to_burst_only(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=1.0, burst=2.0)
+    await pacer.acquire([scope], Priority.FINAL)
+    await clock.sleep(100)
+    times = [await grant_time(pacer, clock, [scope], Priority.FINAL) for _ in range(3)]
+    assert [t - 100 for t in times] == pytest.approx([0, 0, 1.0])
+
+
+async def test_empty_scopes_are_free(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    for _ in range(100):
+        await pacer.acquire([], Priority.EDIT)
+    assert clock.now() == 0
+
+
+async def test_invalid_scope_is_refused(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    with pytest.raises(ValueError, match="rate > 0"):
+        await pacer.acquire([PaceScope("bad", rate=0.0)], Priority.FINAL)
+
+
+async def test_higher_priority_waiters_are_served_first(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=1.0, burst=1.0)
+    await pacer.acquire([scope], Priority.FINAL)  # empty the bucket
+    order: list[str] = []
+
+    async def want(name: str, priority: Priority) -> None:
+        await pacer.acquire([scope], priority)
+        order.append(name)
+
+    async with asyncio.TaskGroup() as group:
+        for name, priority in [
+            ("typing", Priority.TYPING),
+            ("edit1", Priority.EDIT),
+            ("first", Priority.FIRST),
+            ("edit2", Priority.EDIT),
+            ("final", Priority.FINAL),
+        ]:
+            group.create_task(want(name, priority))
+            await asyncio.sleep(0)
+    assert order == ["final", "first", "edit1", "edit2", "typing"]
+    assert clock.now() == pytest.approx(5.0)
+
+
+async def test_edits_leave_a_reserve_for_finals(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    times = [await grant_time(pacer, clock, [WORKSPACE], Priority.EDIT) for _ in range(4)]
+    assert times == [0, 0, 0, 0]  # burst 5, reserve 1: four edits go at once
+    edit = asyncio.ensure_future(grant_time(pacer, clock, [WORKSPACE], Priority.EDIT))
+    await asyncio.sleep(0)
+    assert not edit.done()
+    assert await grant_time(pacer, clock, [WORKSPACE], Priority.FINAL) == 0  # the reserve
+    assert await edit == pytest.approx(2 * 1.5)  # needs two tokens back: 1 to take + 1 reserve
+
+
+async def test_reserve_is_capped_so_burst_one_buckets_still_edit(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock, reserve_tokens=3.0)
+    times = [await grant_time(pacer, clock, [CHAT], Priority.EDIT) for _ in range(3)]
+    assert times == pytest.approx([0, 1, 2])
+
+
+async def test_typing_only_uses_spare_capacity(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)  # typing reserve 2 tokens
+    scope = PaceScope("s", rate=1.0, burst=4.0)
+    assert [await grant_time(pacer, clock, [scope], Priority.TYPING) for _ in range(2)] == [0, 0]
+    typing = asyncio.ensure_future(grant_time(pacer, clock, [scope], Priority.TYPING))
+    await asyncio.sleep(0)
+    assert not typing.done()
+    assert await grant_time(pacer, clock, [scope], Priority.EDIT) == 0
+    assert await typing == pytest.approx(2.0)
+
+
+async def test_pause_stops_the_whole_scope_for_every_stream(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=10.0, burst=10.0)
+    other = PaceScope("other", rate=10.0, burst=10.0)
+    assert pacer.pause([scope], retry_after=7.0) == pytest.approx(7.0)
+    results = await asyncio.gather(
+        *(grant_time(pacer, clock, [scope], Priority.FINAL) for _ in range(3)),
+        grant_time(pacer, clock, [other], Priority.EDIT),
+    )
+    assert results[3] == 0  # other scopes are unaffected
+    assert min(results[:3]) >= 7.0
+    assert sorted(results[:3]) == pytest.approx([7.0, 7.1, 7.2])  # one token, then the rate
+    stats = pacer.stats()["s"]
+    assert stats.pauses == 1 and stats.paused_seconds == pytest.approx(7.0)
+
+
+async def test_pause_adds_jitter(clock: VirtualClock) -> None:
+    pacer = Pacer(clock, StreamPolicy(pause_jitter=0.5), rng=random.Random(1))
+    ends = [pacer.pause([PaceScope(f"s{i}", 1.0)], 2.0) for i in range(20)]
+    assert all(2.0 <= end <= 2.5 for end in ends)
+    assert len(set(ends)) > 1
+
+
+async def test_a_longer_pause_wins_and_waiters_wake_after_it(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=1.0, burst=1.0)
+    pacer.pause([scope], 2.0)
+    waiter = asyncio.ensure_future(grant_time(pacer, clock, [scope], Priority.FINAL))
+    await asyncio.sleep(0)
+    pacer.pause([scope], 5.0)
+    pacer.pause([scope], 1.0)  # shorter: ignored
+    assert await waiter == pytest.approx(5.0)
+
+
+async def test_multi_scope_takes_all_or_nothing(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    await pacer.acquire([CHAT], Priority.FINAL)  # chat empty for 1 s
+    both = asyncio.ensure_future(grant_time(pacer, clock, [CHAT, BOT], Priority.FINAL))
+    await asyncio.sleep(0)
+    assert pacer.stats()["tg:bot"].tokens == pytest.approx(30.0)  # nothing taken while waiting
+    assert await both == pytest.approx(1.0)
+    assert pacer.stats()["tg:bot"].grants == 1
+
+
+async def test_wide_bucket_keeps_flowing_while_one_chat_waits(clock: VirtualClock) -> None:
+    """A waiter blocked by its own chat does not hold up other chats sharing the bot bucket."""
+    pacer = make_pacer(clock)
+    chats = [PaceScope(f"tg:chat:{i}", rate=1.0, burst=1.0) for i in range(20)]
+    await pacer.acquire([chats[0], BOT], Priority.FINAL)
+    slow = asyncio.ensure_future(grant_time(pacer, clock, [chats[0], BOT], Priority.FINAL))
+    await asyncio.sleep(0)
+    others = [await grant_time(pacer, clock, [chat, BOT], Priority.EDIT) for chat in chats[1:]]
+    assert max(others) < 1.0
+    assert await slow == pytest.approx(1.0)
+
+
+async def test_multi_scope_waiter_is_not_starved_by_single_scope_traffic(
+    clock: VirtualClock,
+) -> None:
+    """Both buckets are hogged by single-scope waiters; the head's claim still gets W through."""
+    pacer = make_pacer(clock)
+    narrow = PaceScope("narrow", rate=2.0, burst=1.0)
+    wide = PaceScope("wide", rate=2.9, burst=1.0)
+    stop = asyncio.Event()
+
+    async def hog(scope: PaceScope) -> None:  # takes every token of one bucket it can get
+        while not stop.is_set():
+            await pacer.acquire([scope], Priority.EDIT)
+
+    hogs = [asyncio.ensure_future(hog(scope)) for scope in (narrow, wide, narrow, wide)]
+    await asyncio.sleep(1.1)
+    started = clock.now()
+    got = await grant_time(pacer, clock, [narrow, wide], Priority.EDIT)
+    stop.set()
+    for task in hogs:
+        task.cancel()
+    await asyncio.gather(*hogs, return_exceptions=True)
+    assert got - started <= 2.0
+
+
+async def test_cancelled_waiter_takes_nothing_and_blocks_no_one(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=1.0, burst=1.0)
+    await pacer.acquire([scope], Priority.FINAL)
+    final = asyncio.ensure_future(pacer.acquire([scope], Priority.FINAL))
+    await asyncio.sleep(0)
+    edit = asyncio.ensure_future(grant_time(pacer, clock, [scope], Priority.EDIT))
+    await asyncio.sleep(0.2)
+    final.cancel()
+    await asyncio.gather(final, return_exceptions=True)
+    assert await edit == pytest.approx(1.0)
+    assert pacer.stats()["s"].grants == 2
+    assert pacer.stats()["s"].waiting == 0
+
+
+async def test_a_thousand_streams_share_one_bucket_in_order(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("busy", rate=100.0, burst=10.0)
+    served: list[int] = []
+
+    async def stream(index: int) -> None:
+        await pacer.acquire([scope], Priority.FINAL)
+        served.append(index)
+
+    async with asyncio.TaskGroup() as group:
+        for index in range(1000):
+            group.create_task(stream(index))
+    assert served == list(range(1000))  # arrival order within one priority
+    assert clock.now() == pytest.approx(9.9)  # 10 at once, then 990 at 100/s
+    assert clock.jumps <= 1000  # woken once per token, no polling
+    stats = pacer.stats()["busy"]
+    assert stats.grants == 1000 and stats.max_wait == pytest.approx(9.9)
+
+
+async def test_a_thousand_chats_with_a_shared_bot_bucket(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    chats = [PaceScope(f"chat{i}", rate=1.0, burst=1.0) for i in range(1000)]
+    grants: list[float] = []
+
+    async def stream(chat: PaceScope) -> None:
+        for _ in range(3):
+            await pacer.acquire([chat, BOT], Priority.EDIT)
+            grants.append(clock.now())
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.TaskGroup() as group:
+        for chat in chats:
+            group.create_task(stream(chat))
+    assert len(grants) == 3000
+    # the bot bucket (30/s) is the bottleneck: 3000 grants need about 100 s
+    assert clock.now() - started == pytest.approx(3000 / 30, rel=0.05)
+    for window_start in range(0, 100, 5):
+        in_window = [t for t in grants if window_start <= t < window_start + 5]
+        assert len(in_window) <= 30 * 5 + 30

@@ -1,0 +1,296 @@
+"""Splitting: boundaries, fences, inline markup, UTF-16 measure, previews, and random texts."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from core.streaming import (
+    count_chars,
+    count_utf16,
+    cut_full_part,
+    split_final,
+    split_pieces,
+    take_full_part,
+    visible_preview,
+)
+from core.streaming.markup import grapheme_safe
+from tests.fakes.random_markdown import random_markdown
+
+FENCE_LINE = re.compile(r"^ {0,3}(?:```|~~~)", re.MULTILINE)
+
+
+def fence_lines(text: str) -> int:
+    return len(FENCE_LINE.findall(text))
+
+
+def outside_code(text: str) -> str:
+    """`text` without fenced blocks and inline code spans."""
+    kept: list[str] = []
+    inside = False
+    for line in text.split("\n"):
+        if FENCE_LINE.match(line):
+            inside = not inside
+            continue
+        if not inside:
+            kept.append(line)
+    return re.sub(r"`[^`]*`", "", "\n".join(kept))
+
+
+# -- boundaries -------------------------------------------------------------------------------
+
+
+def test_text_that_fits_is_not_cut() -> None:
+    assert cut_full_part("short", 10) is None
+    assert take_full_part("short", 5) is None
+    assert split_final("short  \n", 10) == ["short"]
+
+
+def test_prefers_paragraph_then_line_then_sentence_then_word() -> None:
+    para = "First paragraph is here.\n\nSecond paragraph is longer than that."
+    assert split_final(para, 40) == [
+        "First paragraph is here.",
+        "Second paragraph is longer than that.",
+    ]
+
+    lines = "one line of text\nanother line of text\nthird"
+    assert split_final(lines, 40)[0] == "one line of text\nanother line of text"
+
+    sentences = "This is one sentence. This is another one that is long. End"
+    assert split_final(sentences, 40) == [
+        "This is one sentence.",
+        "This is another one that is long. End",
+    ]
+
+    words = "alpha beta gamma delta epsilon zeta eta theta"
+    parts = split_final(words, 20)
+    assert parts == ["alpha beta gamma", "delta epsilon zeta", "eta theta"]
+
+
+def test_a_far_paragraph_break_loses_to_a_near_line_break() -> None:
+    text = "a\n\n" + "word " * 10 + "\n" + "more " * 10
+    part = split_final(text, 70)[0]
+    assert part.endswith("word")  # the line break at ~55 beats the paragraph break at 2
+
+
+def test_hard_cut_when_there_is_no_boundary() -> None:
+    text = "x" * 25
+    assert split_final(text, 10) == ["x" * 10, "x" * 10, "x" * 5]
+
+
+def test_hard_cut_keeps_graphemes_together() -> None:
+    flags = "\U0001f1eb\U0001f1f7" * 6  # six French flags, 12 code points, no spaces
+    parts = split_final(flags, 5)
+    assert all(len(part) % 2 == 0 for part in parts)
+    assert "".join(parts) == flags
+    accented = "e\u0301" * 8
+    parts = split_final(accented, 5)
+    assert all(not part.startswith("\u0301") for part in parts)
+    assert "".join(parts) == accented
+    thumbs = "\U0001f44d\U0001f3fd" * 5  # thumbs up + skin tone
+    assert all(len(part) % 2 == 0 for part in split_final(thumbs, 3))
+
+
+# -- atomic spans -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "<@U123ABC>",
+        "<#C0123|general-chat>",
+        "<!here>",
+        "<!subteam^S123|@oncall team>",
+        "[the docs](https://example.com/docs/page)",
+        "`some inline code here`",
+        "https://example.com/a/very/long/path/name",
+    ],
+)
+def test_never_cuts_inside_tokens(token: str) -> None:
+    for offset in range(30):
+        text = "w " * offset + token + " tail words follow here"
+        parts = split_final(text, 45)
+        assert all(len(part) <= 45 for part in parts)
+        assert any(token in part for part in parts), (offset, parts)
+
+
+def test_a_token_longer_than_the_limit_is_cut_anyway() -> None:
+    url = "https://example.com/" + "a" * 60
+    parts = split_final(f"see {url}", 30)
+    assert all(len(part) <= 30 for part in parts)
+    assert "".join(parts).replace("see", "", 1) == url
+
+
+# -- code fences ---------------------------------------------------------------------------------
+
+
+def test_fence_is_closed_and_reopened_with_its_info_string() -> None:
+    code = "\n".join(f"print({i})" for i in range(30))
+    text = f"Here:\n\n```python\n{code}\n```\n\nDone."
+    parts = split_final(text, 80)
+    assert len(parts) > 2
+    for part in parts:
+        assert len(part) <= 80
+        assert fence_lines(part) % 2 == 0
+    for part in parts[1:-1]:
+        assert part.startswith("```python\n")
+        assert part.endswith("\n```")
+    body = "\n".join(
+        line for part in parts for line in part.split("\n") if line.startswith("print(")
+    )
+    assert body == code
+
+
+def test_closing_markup_counts_toward_the_limit_in_utf16() -> None:
+    code = "\n".join("\U0001f600" * 5 for _ in range(20))  # each line is 10 UTF-16 units
+    text = f"```\n{code}\n```"
+    parts = split_final(text, 50, count_utf16)
+    assert all(count_utf16(part) <= 50 for part in parts)
+    assert any(len(part) < count_utf16(part) for part in parts)
+    assert all(fence_lines(part) == 2 for part in parts)
+
+
+def test_cut_prefers_the_edge_of_a_code_block() -> None:
+    text = "Intro text here.\n\n```\nshort code\n```\n\n" + "Tail words. " * 6
+    parts = split_final(text, 60)
+    assert parts[0] == "Intro text here.\n\n```\nshort code\n```"
+
+
+def test_tilde_fences_and_longer_backtick_fences_reopen_the_same_way() -> None:
+    text = "~~~ruby\n" + "puts 1\n" * 12 + "~~~"
+    parts = split_final(text, 40)
+    assert all(part.startswith("~~~ruby\n") and part.endswith("\n~~~") for part in parts)
+    text = "````md\n" + "```\ninner\n```\n" * 5 + "````"
+    parts = split_final(text, 40)
+    assert all(part.startswith("````md\n") and part.endswith("````") for part in parts)
+
+
+def test_streaming_cut_inside_an_unclosed_fence() -> None:
+    text = "```js\n" + "let x = 1;\n" * 10
+    result = take_full_part(text, 50)
+    assert result is not None
+    part, rest = result
+    assert part.startswith("```js\n") and part.endswith("\n```") and len(part) <= 50
+    assert rest.startswith("```js\nlet x = 1;")
+
+
+def test_finished_text_gets_its_unclosed_fence_closed() -> None:
+    assert split_final("Code:\n\n```sh\nls -l\n\n", 100) == ["Code:\n\n```sh\nls -l\n```"]
+    assert split_final("Code:\n```sh", 100) == ["Code:\n```sh\n```"]
+    assert split_final("**not closed", 100) == ["**not closed"]
+
+
+# -- inline markup -------------------------------------------------------------------------------
+
+
+def test_bold_across_a_cut_is_closed_and_reopened() -> None:
+    text = "Start **" + "bold words " * 8 + "end** after"
+    parts = split_final(text, 40)
+    assert all(len(part) <= 40 for part in parts)
+    for part in parts:
+        assert part.count("**") % 2 == 0, parts
+    assert parts[0].startswith("Start **") and parts[0].endswith("**")
+    assert parts[1].startswith("**") and parts[1][2] != " "
+
+
+def test_italic_strike_and_code_spans_stay_balanced() -> None:
+    text = "A _slanted " + "word " * 10 + "here_ and ~~struck " + "word " * 10 + "out~~."
+    for part in split_final(text, 35):
+        assert part.count("~~") % 2 == 0
+        assert len(re.findall(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", part)) % 2 == 0, part
+
+
+def test_intraword_underscores_and_bullets_are_not_markup() -> None:
+    text = "* item with snake_case_name\n* another_item here\n" * 4
+    for part in split_final(text, 40):
+        assert not part.endswith("_") and not part.startswith("_")
+
+
+def test_streaming_open_bold_at_the_end_is_closed_in_the_part() -> None:
+    text = "Words here **then a long bold run that has not closed yet"
+    cut = cut_full_part(text, 40)
+    assert cut is not None
+    assert cut.part.endswith("**") and cut.reopen == "**"
+
+
+# -- previews --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("partial", "shown"),
+    [
+        ("Hello **wor", "Hello **wor**"),
+        ("Hello **", "Hello"),
+        ("Hello *", "Hello"),
+        ("Hello `co", "Hello `co`"),
+        ("Hello `", "Hello"),
+        ("a ~~strike", "a ~~strike~~"),
+        ("**bold**", "**bold**"),
+        ("x\n```py", "x"),
+        ("x\n```py\nprint(1)", "x\n```py\nprint(1)\n```"),
+        ("x\n```py\nprint(1)\n``", "x\n```py\nprint(1)\n```"),
+        ("x\n```py\nprint(1)\n```", "x\n```py\nprint(1)\n```"),
+        ("see [link](http://ex", "see"),
+        ("see [link", "see"),
+        ("hi <@U12", "hi"),
+        ("hi <@U12> there", "hi <@U12> there"),
+        ("snake_case_", "snake_case"),
+        ("**bold and `code", "**bold and `code`**"),
+        ("", ""),
+    ],
+)
+def test_visible_preview(partial: str, shown: str) -> None:
+    assert visible_preview(partial) == shown
+
+
+def test_preview_is_trimmed_to_fit_with_its_added_markup() -> None:
+    text = "```\n" + "y" * 46
+    assert len(text) == 50
+    shown = visible_preview(text, 50)
+    assert len(shown) <= 50 and shown.endswith("\n```") and shown.startswith("```\nyyy")
+
+
+# -- properties on random texts -------------------------------------------------------------------
+
+
+def check_split(text: str, max_length: int, measure: object) -> None:
+    assert callable(measure)
+    pieces = split_pieces(text, max_length, measure)
+    assert pieces or not text.strip()
+    position = 0
+    for piece in pieces:
+        assert measure(piece.text) <= max_length, (max_length, piece.text)
+        assert piece.text == piece.prefix + text[piece.start : piece.end] + piece.suffix
+        assert not text[position : piece.start].strip(), "text lost between parts"
+        assert re.fullmatch(r"(?:(?:```|~~~)[^\n]*\n|[*_~`]*)", piece.prefix), piece.prefix
+        assert re.fullmatch(r"\s*(?:```|~~~)?|[*_~`]*", piece.suffix), piece.suffix
+        assert fence_lines(piece.text) % 2 == 0, piece.text
+        plain = outside_code(piece.text)
+        assert plain.count("**") % 2 == 0, piece.text
+        assert plain.count("~~") % 2 == 0, piece.text
+        assert grapheme_safe(text, piece.start) and grapheme_safe(text, piece.end)
+        position = piece.end
+    assert not text[position:].strip(), "text lost at the end"
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_texts_split_losslessly(seed: int) -> None:
+    rng = random.Random(seed)
+    text = random_markdown(rng)
+    for max_length in (48, 64, 100, 173, 400, 4096):
+        check_split(text, max_length, count_chars)
+        check_split(text, max_length, count_utf16)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_prefixes_preview_within_limits(seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    text = random_markdown(rng)
+    for _ in range(20):
+        prefix = text[: rng.randint(0, len(text))]
+        shown = visible_preview(prefix, 100, count_utf16)
+        assert count_utf16(shown) <= 100
+        assert fence_lines(shown) % 2 == 0, shown
+        assert outside_code(shown).count("**") % 2 == 0, shown
