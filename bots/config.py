@@ -12,7 +12,7 @@ from core.settings import Settings
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-    """Read the environment (and `env_file` when it exists); raise ConfigError naming the setting."""
+    """Read the environment and `env_file` (if it exists); ConfigError names a bad setting."""
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:

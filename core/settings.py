@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     system_prompt: str = Field(
         default=DEFAULT_SYSTEM_PROMPT, validation_alias="THREADLINE_SYSTEM_PROMPT"
     )
-    context_window: int = Field(default=128_000, ge=256, validation_alias="THREADLINE_CONTEXT_WINDOW")
+    context_window: int = Field(
+        default=128_000, ge=256, validation_alias="THREADLINE_CONTEXT_WINDOW"
+    )
     reply_tokens: int = Field(default=4_096, ge=16, validation_alias="THREADLINE_REPLY_TOKENS")
     temperature: float | None = Field(default=None, validation_alias="THREADLINE_TEMPERATURE")
     top_p: float | None = Field(default=None, validation_alias="THREADLINE_TOP_P")
@@ -96,11 +98,15 @@ class Settings(BaseSettings):
     )
     seed: int | None = Field(default=None, validation_alias="THREADLINE_SEED")
     send_user: bool = Field(default=True, validation_alias="THREADLINE_SEND_USER")
-    user_hash_key: SecretStr | None = Field(default=None, validation_alias="THREADLINE_USER_HASH_KEY")
+    user_hash_key: SecretStr | None = Field(
+        default=None, validation_alias="THREADLINE_USER_HASH_KEY"
+    )
     include_usage: bool = Field(default=True, validation_alias="THREADLINE_INCLUDE_USAGE")
 
     # Time limits for the LLM call.
-    connect_timeout: float = Field(default=10.0, gt=0, validation_alias="THREADLINE_CONNECT_TIMEOUT")
+    connect_timeout: float = Field(
+        default=10.0, gt=0, validation_alias="THREADLINE_CONNECT_TIMEOUT"
+    )
     first_token_timeout: float = Field(
         default=120.0, gt=0, validation_alias="THREADLINE_FIRST_TOKEN_TIMEOUT"
     )
@@ -109,7 +115,9 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=10, validation_alias="THREADLINE_MAX_RETRIES")
 
     # Behaviour in chats.
-    history_turns: int = Field(default=200, ge=1, le=5000, validation_alias="THREADLINE_HISTORY_TURNS")
+    history_turns: int = Field(
+        default=200, ge=1, le=5000, validation_alias="THREADLINE_HISTORY_TURNS"
+    )
     require_mention: bool = Field(default=False, validation_alias="THREADLINE_REQUIRE_MENTION")
     log_level: LogLevel = Field(default="INFO", validation_alias="THREADLINE_LOG_LEVEL")
 

@@ -52,3 +52,12 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
     yield
+
+
+@pytest.fixture
+async def fake_llm() -> Any:
+    """A FakeOpenAI server on 127.0.0.1 for the duration of one test."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    async with FakeOpenAI() as server:
+        yield server

@@ -1,0 +1,57 @@
+"""The console channel: `ask` one question or `chat` interactively in a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TextIO
+
+from adapters.console.inbound import to_inbound
+from adapters.console.sink import ConsoleSink
+from core.service import ChatService, Outcome
+
+EXIT_WORDS = frozenset({"/exit", "/quit", "exit", "quit"})
+
+
+class ConsoleChannel:
+    """Feeds terminal input to the ChatService and prints answers as they stream."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        *,
+        thread: str = "main",
+        out: TextIO | None = None,
+        user: str | None = None,
+    ) -> None:
+        self._service = service
+        self._thread = thread
+        self._out = out or sys.stdout
+        self._user = user
+
+    async def ask(self, question: str) -> Outcome:
+        """Send one message and stream the answer; returns what happened."""
+        inbound = to_inbound(question, thread=self._thread, user=self._user)
+        if inbound is None:
+            return Outcome(skipped="empty")
+        return await self._service.handle(inbound, ConsoleSink(self._out))
+
+    async def chat(self, source: TextIO | None = None) -> None:
+        """Read lines until EOF or /exit, answering each in the same thread."""
+        source = source or sys.stdin
+        interactive = source.isatty()
+        if interactive:
+            self._out.write(
+                f"threadline console, thread {self._thread!r}: /help for commands, /exit to leave\n"
+            )
+        while True:
+            if interactive:
+                self._out.write("\n> ")
+                self._out.flush()
+            line = await asyncio.to_thread(source.readline)
+            if not line:
+                break
+            if line.strip().lower() in EXIT_WORDS:
+                break
+            if line.strip():
+                await self.ask(line)

@@ -1,0 +1,136 @@
+"""Builds the running parts (HTTP and LLM clients, store, pacer, driver, service) from Settings."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from core.clock import SystemClock
+from core.context import TokenCounter
+from core.errors import ConfigError
+from core.llm import ChatCompletionsClient, ChatParams, LLMEndpoint
+from core.service import ChatService, ServiceConfig
+from core.settings import Settings
+from core.store import HistoryStore
+from core.streaming import Pacer, StreamDriver
+
+USER_KEY_FILE = Path("data/user-hash.key")
+
+
+@dataclass
+class Runtime:
+    """Everything one threadline process runs on; close it with `aclose()`."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    llm: ChatCompletionsClient
+    store: HistoryStore
+    pacer: Pacer
+    driver: StreamDriver
+    counter: TokenCounter
+    service: ChatService
+
+    async def aclose(self) -> None:
+        """Close the store and the HTTP client."""
+        try:
+            await self.store.close()
+        finally:
+            await self.http.aclose()
+
+
+def chat_params(settings: Settings) -> ChatParams:
+    """The default Chat Completions parameters; a bad value names its THREADLINE_* setting."""
+    try:
+        return ChatParams(
+            model=settings.model,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            n=settings.n,
+            stop=settings.stop,
+            max_tokens=settings.max_tokens,
+            max_completion_tokens=settings.max_completion_tokens,
+            presence_penalty=settings.presence_penalty,
+            frequency_penalty=settings.frequency_penalty,
+            logit_bias=settings.logit_bias,
+            seed=settings.seed,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"THREADLINE_{exc.setting.upper()}", exc.message) from None
+
+
+def llm_endpoint(settings: Settings) -> LLMEndpoint:
+    """Where the Chat Completions server is and how to authenticate."""
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return LLMEndpoint(
+        base_url=settings.openai_base_url.rstrip("/"),
+        api_key=key or None,
+        auth_style=settings.effective_auth_style(),
+        api_version=settings.api_version,
+        connect_timeout=settings.connect_timeout,
+        first_token_timeout=settings.first_token_timeout,
+        chunk_timeout=settings.chunk_timeout,
+        total_timeout=settings.total_timeout,
+        max_retries=settings.max_retries,
+        include_usage=settings.include_usage,
+    )
+
+
+def user_hash_key(settings: Settings) -> bytes | None:
+    """The key for the `user` pseudonym: the setting, else a random one kept in data/."""
+    if not settings.send_user:
+        return None
+    if settings.user_hash_key is not None:
+        return settings.user_hash_key.get_secret_value().encode()
+    if USER_KEY_FILE.exists():
+        return USER_KEY_FILE.read_bytes().strip()
+    USER_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    fd = os.open(USER_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    """The service's part of the settings."""
+    return ServiceConfig(
+        system_prompt=settings.system_prompt,
+        params=chat_params(settings),
+        context_window=settings.context_window,
+        reply_tokens=settings.reply_tokens,
+        history_turns=settings.history_turns,
+        user_hash_key=user_hash_key(settings),
+    )
+
+
+async def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    """Validate what is left to validate, open the store (migrating it) and wire the service."""
+    config = service_config(settings)
+    endpoint = llm_endpoint(settings)
+    clock = SystemClock()
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=endpoint.connect_timeout,
+            read=endpoint.chunk_timeout,
+            write=endpoint.connect_timeout,
+            pool=endpoint.connect_timeout,
+        ),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+    )
+    try:
+        store = await HistoryStore.open(settings.database_url.get_secret_value(), migrate=migrate)
+    except BaseException:
+        await http.aclose()
+        raise
+    llm = ChatCompletionsClient(http, endpoint)
+    pacer = Pacer(clock)
+    driver = StreamDriver(pacer, clock)
+    counter = TokenCounter()
+    service = ChatService(
+        store=store, llm=llm, driver=driver, counter=counter, config=config, clock=clock
+    )
+    return Runtime(settings, http, llm, store, pacer, driver, counter, service)

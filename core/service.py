@@ -1,0 +1,364 @@
+"""ChatService: answers one inbound message end to end (history, LLM stream, sink, store)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from core.clock import Clock, SystemClock
+from core.commands import SETTABLE_PARAMS, Command, help_text, parse_command, parse_param_value
+from core.context import TokenCounter, build_window
+from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
+from core.errors import ConfigError, LLMError
+from core.llm import (
+    ChatCompletionsClient,
+    ChatParams,
+    ChatRequest,
+    ChoiceFinished,
+    ContentDelta,
+    UsageReport,
+    pseudonymize_user,
+    sanitize_name,
+)
+from core.locks import KeyedLocks
+from core.store import HistoryStore
+from core.streaming import ReplySink, ReplyStream, StreamDriver, StreamResult
+
+log = logging.getLogger(__name__)
+
+RUNNING_THREAD = ""  # Inbound.key.thread for "the chat's running conversation" (DMs)
+TRUNCATION_NOTE = (
+    "_Older messages of this conversation no longer fit the model's context window, "
+    "so I left them out._"
+)
+FINISH_NOTES: dict[str, str] = {
+    "length": "⚠️ _The answer was cut off: it reached the length limit._",
+    "content_filter": "⚠️ _The answer was stopped by the provider's content filter._",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """What the service needs from the settings, built once at start-up."""
+
+    system_prompt: str
+    params: ChatParams
+    context_window: int
+    reply_tokens: int
+    history_turns: int = 200
+    user_hash_key: bytes | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one handled message led to; returned for callers and tests."""
+
+    key: ConversationKey | None = None
+    skipped: str | None = None
+    text: str = ""
+    status: TurnStatus | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    results: list[StreamResult] = field(default_factory=list)
+
+
+class ChatService:
+    """Turns an `Inbound` into a streamed, stored answer on a `ReplySink`."""
+
+    def __init__(
+        self,
+        *,
+        store: HistoryStore,
+        llm: ChatCompletionsClient,
+        driver: StreamDriver,
+        counter: TokenCounter,
+        config: ServiceConfig,
+        clock: Clock | None = None,
+    ) -> None:
+        self._store = store
+        self._llm = llm
+        self._driver = driver
+        self._counter = counter
+        self._config = config
+        self._clock = clock or SystemClock()
+        self._locks = KeyedLocks()
+
+    async def handle(self, inbound: Inbound, sink: ReplySink) -> Outcome:
+        """Answer `inbound` in `sink`; never raises (one broad catch per inbound message)."""
+        outcome = Outcome()
+        try:
+            event_id = inbound.event_id or f"message:{inbound.key.channel}:{inbound.message_id}"
+            if not await self._store.claim_event(inbound.key.platform, event_id):
+                outcome.skipped = "duplicate"
+                return outcome
+            key, fork_from = await self._resolve(inbound)
+            async with self._locks.hold(key):
+                if fork_from is not None:
+                    key = await self._fork(inbound, key, fork_from)
+                outcome.key = key
+                command = parse_command(inbound.text)
+                if command is not None:
+                    await self._run_command(command, inbound, key, sink, outcome)
+                else:
+                    await self._answer(inbound, key, sink, outcome)
+        except Exception as exc:  # one broad catch per inbound message
+            log.exception("failed to handle message %s in %s", inbound.message_id, inbound.key)
+            outcome.error = type(exc).__name__
+            await self._apologise(sink, exc)
+        return outcome
+
+    async def _resolve(self, inbound: Inbound) -> tuple[ConversationKey, int | None]:
+        """Find the conversation: a reply's conversation, else the adapter's key."""
+        if inbound.reply_to:
+            found = await self._store.find_turn(
+                inbound.key.platform,
+                inbound.reply_to,
+                space=inbound.key.space,
+                channel=inbound.key.channel,
+            )
+            if found is not None:
+                key, turn_id = found
+                if inbound.is_direct:
+                    latest = await self._store.recent(key, limit=1)
+                    if latest and latest[-1].id != turn_id:
+                        return key, turn_id
+                return key, None
+        key = inbound.key
+        if key.thread == RUNNING_THREAD:
+            meta = await self._store.get_meta(key)
+            key = replace(key, thread=str(meta.get("current_thread", "main")))
+        return key, None
+
+    async def _fork(
+        self, inbound: Inbound, key: ConversationKey, upto_turn_id: int
+    ) -> ConversationKey:
+        """Branch `key` at turn `upto_turn_id`: a reply to an older message continues from there."""
+        base = key.thread.split("~", 1)[0]
+        fork_key = replace(key, thread=f"{base}~{upto_turn_id}.{inbound.message_id}")
+        turns = await self._store.recent(
+            key, limit=self._config.history_turns, upto_turn_id=upto_turn_id
+        )
+        since = int((await self._store.get_meta(key)).get("since_turn", 0))
+        for turn in turns:
+            if turn.id is not None and turn.id <= since:
+                continue
+            await self._store.append(fork_key, replace(turn, id=None, platform_message_ids=()))
+        if inbound.key.thread == RUNNING_THREAD:
+            await self._store.update_meta(inbound.key, current_thread=fork_key.thread)
+        return fork_key
+
+    async def _answer(
+        self, inbound: Inbound, key: ConversationKey, sink: ReplySink, outcome: Outcome
+    ) -> None:
+        """Store the user turn, stream the model's answer into the sink, store the answer."""
+        meta = await self._store.get_meta(key)
+        params = self._params_for(meta)
+        user_turn = Turn(
+            role=Role.USER,
+            content=inbound.text,
+            author_id=inbound.author_id,
+            author_name=inbound.author_name,
+            platform_message_ids=(inbound.message_id,),
+            token_count=self._counter.count(inbound.text, params.model),
+        )
+        await self._store.append(key, user_turn)
+
+        since = int(meta.get("since_turn", 0))
+        turns = [
+            t
+            for t in await self._store.recent(key, limit=self._config.history_turns)
+            if t.id is not None and t.id > since
+        ]
+        current, prior = turns[-1], turns[:-1]
+        window = build_window(
+            self._config.system_prompt,
+            prior,
+            current,
+            context_tokens=self._config.context_window,
+            reply_tokens=self._reply_budget(params),
+            counter=self._counter,
+            model=params.model,
+            name_for=self._name_for(inbound),
+        )
+        notes_before: list[str] = []
+        if window.dropped and not meta.get("truncation_noted"):
+            notes_before.append(TRUNCATION_NOTE)
+            await self._store.update_meta(key, truncation_noted=True)
+        if self._config.user_hash_key is not None:
+            params = params.with_overrides(
+                user=pseudonymize_user(self._config.user_hash_key, key.platform, inbound.author_id)
+            )
+        request = ChatRequest(messages=tuple(window.messages), params=params)
+
+        choices = params.n or 1
+        streams: dict[int, ReplyStream] = {0: self._open(sink, inbound)}
+        await streams[0].start()
+        texts: dict[int, str] = {}
+        finish: dict[int, str] = {}
+        error: BaseException | None = None
+        usage: UsageReport | None = None
+        try:
+            async for event in self._llm.stream(request):
+                if isinstance(event, ContentDelta):
+                    texts[event.choice] = texts.get(event.choice, "") + event.text
+                    stream = streams.get(event.choice)
+                    if stream is None:
+                        stream = streams[event.choice] = self._open(sink, inbound)
+                        await stream.start()
+                    stream.update(_labelled(texts[event.choice], event.choice, choices))
+                elif isinstance(event, ChoiceFinished):
+                    finish[event.choice] = event.reason
+                elif isinstance(event, UsageReport):
+                    usage = event
+        except LLMError as exc:
+            error = exc
+            log.warning("LLM call failed for %s: %s", key, exc)
+        except Exception as exc:
+            error = exc
+            log.exception("answer stream failed for %s", key)
+
+        for index, stream in streams.items():
+            text = texts.get(index, "")
+            notes = list(notes_before) if index == 0 else []
+            reason = finish.get(index)
+            if reason in FINISH_NOTES:
+                notes.append(FINISH_NOTES[reason])
+            if error is not None:
+                notes.append(_error_note(error, has_text=bool(text)))
+            shown = _labelled(text, index, choices) if text else ""
+            final = "\n\n".join(part for part in (shown, *notes) if part)
+            outcome.results.append(await stream.finish(final))
+
+        answer = texts.get(0, "")
+        status = (
+            TurnStatus.COMPLETE
+            if error is None and finish.get(0) is not None
+            else TurnStatus.PARTIAL
+            if answer
+            else TurnStatus.FAILED
+        )
+        if usage is not None:
+            self._counter.calibrate(params.model, window.prompt_tokens, usage.prompt_tokens)
+        message_ids = tuple(mid for result in outcome.results for mid in result.message_ids)
+        await self._store.append(
+            key,
+            Turn(
+                role=Role.ASSISTANT,
+                content=answer,
+                status=status,
+                platform_message_ids=message_ids,
+                token_count=usage.completion_tokens
+                if usage
+                else self._counter.count(answer, params.model),
+            ),
+        )
+        outcome.text, outcome.status = answer, status
+        outcome.finish_reason = finish.get(0)
+        outcome.error = type(error).__name__ if error else None
+
+    def _open(self, sink: ReplySink, inbound: Inbound) -> ReplyStream:
+        stream = self._driver.open(sink)
+        return stream
+
+    def _params_for(self, meta: Mapping[str, Any]) -> ChatParams:
+        overrides = meta.get("params") or {}
+        if not overrides:
+            return self._config.params
+        try:
+            return self._config.params.with_overrides(**overrides)
+        except ConfigError:
+            log.warning("ignoring invalid stored parameter overrides")
+            return self._config.params
+
+    def _reply_budget(self, params: ChatParams) -> int:
+        return params.max_completion_tokens or params.max_tokens or self._config.reply_tokens
+
+    @staticmethod
+    def _name_for(inbound: Inbound) -> Callable[[Turn], str | None]:
+        if inbound.is_direct:
+            return lambda turn: None
+        return lambda turn: (
+            sanitize_name(turn.author_name or "") if turn.role is Role.USER else None
+        )
+
+    async def _run_command(
+        self,
+        command: Command,
+        inbound: Inbound,
+        key: ConversationKey,
+        sink: ReplySink,
+        outcome: Outcome,
+    ) -> None:
+        """Answer a chat command (no LLM call)."""
+        reply = await self._command_reply(command, inbound, key)
+        outcome.text = reply
+        outcome.results.append(await self._driver.open(sink).finish(reply))
+
+    async def _command_reply(self, command: Command, inbound: Inbound, key: ConversationKey) -> str:
+        if command.name == "help":
+            return help_text()
+        meta = await self._store.get_meta(key)
+        if command.name == "new":
+            latest = await self._store.recent(key, limit=1)
+            since = latest[-1].id if latest and latest[-1].id is not None else 0
+            await self._store.update_meta(key, since_turn=since, truncation_noted=False)
+            return "Started a new conversation. Earlier messages will not be sent to the model."
+        params = dict(meta.get("params") or {})
+        if command.name == "params":
+            return _describe_params(self._params_for(meta), params)
+        name, _, raw = command.argument.partition(" ")
+        name = name.strip().lower()
+        if name not in SETTABLE_PARAMS:
+            return f"Unknown parameter {name!r}. You can set: " + ", ".join(SETTABLE_PARAMS)
+        if command.name == "unset":
+            params.pop(name, None)
+            await self._store.update_meta(key, params=params)
+            return f"{name} is back to its default."
+        try:
+            value = parse_param_value(name, raw)
+            params[name] = value
+            self._config.params.with_overrides(**params)
+        except (ValueError, ConfigError) as exc:
+            return f"Could not set {name}: {exc}"
+        await self._store.update_meta(key, params=_jsonable(params))
+        return f"{name} set to {raw.strip()} for this conversation."
+
+    async def _apologise(self, sink: ReplySink, exc: BaseException) -> None:
+        """Leave the user a short explanation; swallow a second failure."""
+        note = exc.user_note if isinstance(exc, LLMError) else "something went wrong on my side"
+        try:
+            await self._driver.open(sink).finish(f"⚠️ Sorry, {note}. Please try again.")
+        except Exception:
+            log.exception("could not tell the user about the failure")
+
+
+def _labelled(text: str, index: int, choices: int) -> str:
+    return f"**Answer {index + 1} of {choices}**\n\n{text}" if choices > 1 else text
+
+
+def _error_note(error: BaseException, *, has_text: bool) -> str:
+    note = error.user_note if isinstance(error, LLMError) else "something went wrong on my side"
+    if has_text:
+        return f"⚠️ _The answer stopped early: {note}._"
+    return f"⚠️ Sorry, {note}. Please try again in a moment."
+
+
+def _describe_params(params: ChatParams, overrides: Mapping[str, Any]) -> str:
+    lines = ["Parameters for this conversation:"]
+    for spec in dataclasses.fields(params):
+        value = getattr(params, spec.name)
+        if value is None or spec.name == "user":
+            continue
+        marker = " (set here)" if spec.name in overrides else ""
+        lines.append(f"• {spec.name}: {value}{marker}")
+    return "\n".join(lines)
+
+
+def _jsonable(params: Mapping[str, object]) -> dict[str, object]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+__all__ = ["ChatService", "Outcome", "ServiceConfig"]

@@ -1,0 +1,133 @@
+"""Settings: env names, defaults, .env.example, and errors that name the setting."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bots.config import load_settings
+from bots.logging_setup import SecretMask
+from bots.wiring import chat_params, llm_endpoint
+from core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("THREADLINE_", "OPENAI_", "SLACK_", "TELEGRAM_", "DISCORD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+
+
+def test_defaults() -> None:
+    settings = load_settings(None)
+    assert settings.openai_base_url == "https://api.openai.com/v1"
+    assert settings.database_url.get_secret_value() == "sqlite+aiosqlite:///./data/threadline.db"
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.telegram_api_url == "https://api.telegram.org/bot"
+    assert settings.discord_api_url == "https://discord.com/api/v10"
+    assert settings.enabled_platforms() == []
+
+
+def test_env_example_loads_and_documents_every_setting() -> None:
+    settings = load_settings(REPO / ".env.example")
+    assert settings.temperature is None and settings.model == "gpt-4o-mini"
+    text = (REPO / ".env.example").read_text()
+    for field in type(settings).model_fields.values():
+        alias = field.validation_alias
+        assert isinstance(alias, str)
+        assert f"\n{alias}=" in text, f"{alias} missing from .env.example"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("THREADLINE_TEMPERATURE", "3.5", "between 0 and 2"),
+        ("THREADLINE_TOP_P", "1.5", "between 0 and 1"),
+        ("THREADLINE_N", "0", "between 1 and 128"),
+        ("THREADLINE_PRESENCE_PENALTY", "-3", "between -2 and 2"),
+        ("THREADLINE_FREQUENCY_PENALTY", "2.5", "between -2 and 2"),
+        ("THREADLINE_STOP", '["a","b","c","d","e"]', "between 1 and 4"),
+        ("THREADLINE_LOGIT_BIAS", '{"50256": -101}', "-100"),
+        ("THREADLINE_MAX_TOKENS", "0", "at least 1"),
+    ],
+)
+def test_bad_parameter_names_its_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        chat_params(load_settings(None))
+    assert caught.value.setting == name
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("THREADLINE_TEMPERATURE", "warm"),
+        ("OPENAI_BASE_URL", "api.openai.com"),
+        ("THREADLINE_LOGIT_BIAS", "[1, 2]"),
+        ("THREADLINE_CONTEXT_WINDOW", "-5"),
+        ("THREADLINE_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_malformed_value_stops_start_up_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert caught.value.setting == name
+    assert value not in caught.value.message
+
+
+def test_stop_accepts_a_string_or_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THREADLINE_STOP", "END")
+    assert load_settings(None).stop == ("END",)
+    monkeypatch.setenv("THREADLINE_STOP", '["\\n\\nUser:", "END"]')
+    assert load_settings(None).stop == ("\n\nUser:", "END")
+
+
+def test_auth_style_follows_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert llm_endpoint(load_settings(None)).auth_style == "none"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-1234")
+    assert llm_endpoint(load_settings(None)).auth_style == "bearer"
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://acme.openai.azure.com/openai/deployments/gpt4o")
+    monkeypatch.setenv("THREADLINE_API_VERSION", "2024-10-21")
+    endpoint = llm_endpoint(load_settings(None))
+    assert endpoint.auth_style == "api-key" and endpoint.api_version == "2024-10-21"
+    assert "sk-test-1234" not in repr(endpoint)
+
+
+def test_slack_token_needs_a_connection_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret-value")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert "SLACK_APP_TOKEN" in str(caught.value)
+    assert "xoxb-secret-value" not in str(caught.value)
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-1")
+    assert load_settings(None).enabled_platforms() == ["slack"]
+
+
+def test_secret_mask_hides_secrets_in_log_output(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("threadline.test.mask")
+    handler_filter = SecretMask(["sk-live-abcdef", "hunter22"])
+    record = logger.makeRecord(
+        logger.name,
+        logging.ERROR,
+        __file__,
+        1,
+        "key %s pw %s",
+        ("sk-live-abcdef", "hunter22"),
+        None,
+    )
+    handler_filter.filter(record)
+    assert record.getMessage() == "key *** pw ***"
