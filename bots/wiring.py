@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from dataclasses import dataclass
@@ -130,6 +131,7 @@ async def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     pacer = Pacer(clock)
     driver = StreamDriver(pacer, clock)
     counter = TokenCounter()
+    await asyncio.to_thread(counter.warm_up, config.params.model)
     service = ChatService(
         store=store, llm=llm, driver=driver, counter=counter, config=config, clock=clock
     )

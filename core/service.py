@@ -34,6 +34,7 @@ TRUNCATION_NOTE = (
     "_Older messages of this conversation no longer fit the model's context window, "
     "so I left them out._"
 )
+EMPTY_NOTE = "_(The model returned an empty answer.)_"
 FINISH_NOTES: dict[str, str] = {
     "length": "⚠️ _The answer was cut off: it reached the length limit._",
     "content_filter": "⚠️ _The answer was stopped by the provider's content filter._",
@@ -228,6 +229,8 @@ class ChatService:
                 notes.append(FINISH_NOTES[reason])
             if error is not None:
                 notes.append(_error_note(error, has_text=bool(text)))
+            elif not text.strip():
+                notes.append(EMPTY_NOTE)
             shown = _labelled(text, index, choices) if text else ""
             final = "\n\n".join(part for part in (shown, *notes) if part)
             outcome.results.append(await stream.finish(final))

@@ -303,8 +303,13 @@ class ReplyStream:
                     self._cancel_typing_if_idle()
             else:
                 assert self._message_id is not None
-                call = self._sink.edit if kind is WriteKind.EDIT else self._sink.finalize
-                await call(self._message_id, text)
+                if kind is WriteKind.EDIT:
+                    await self._sink.edit(self._message_id, text)
+                else:
+                    replaced = await self._sink.finalize(self._message_id, text)
+                    if replaced is not None and replaced != self._message_id:
+                        self._message_ids[self._message_ids.index(self._message_id)] = replaced
+                        self._message_id = replaced
         except SinkRateLimited as exc:
             self._rate_limited += 1
             self._pacer.pause(self._limits.scopes_for(kind), exc.retry_after)

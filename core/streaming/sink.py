@@ -86,6 +86,10 @@ class ReplySink(Protocol):
         """Replace the text of a message this sink posted (an intermediate state)."""
         ...
 
-    async def finalize(self, message_id: str, text: str) -> None:
-        """Write the final text of a message; it will not change again."""
+    async def finalize(self, message_id: str, text: str) -> str | None:
+        """Write the final text of a message; it will not change again.
+
+        Returns the id of the message that now holds the text when that differs from
+        `message_id` (a draft or preview replaced by a real message), else None.
+        """
         ...

@@ -167,3 +167,25 @@ async def test_python_m_bots_is_the_cli(tmp_path: Path, entry: list[str]) -> Non
     assert proc.returncode == 0
     for command in ("run", "chat", "ask", "check", "db"):
         assert command in out.decode()
+
+
+async def test_chat_answers_each_line_in_one_thread(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    env = {**os.environ, **llm_env(fake_llm), "PYTHONPATH": REPO}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots",
+        "chat",
+        "--thread",
+        "cli-chat",
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(b"hello there\nhow are you\n/exit\n"), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode() == "echo: hello there\necho: how are you\n"
+    contents = [m["content"] for m in fake_llm.chat_requests[1].json["messages"][1:]]
+    assert contents == ["hello there", "echo: hello there", "how are you"]

@@ -456,3 +456,34 @@ async def test_random_answers_roll_over_cleanly(clock: VirtualClock, seed: int) 
         assert len(re.findall(r"(?m)^ {0,3}```", record.text)) % 2 == 0, record.text
     assert sink.all_final() and not platform.protocol_errors
     assert plain("\n".join(sink.texts())) == plain(text)
+
+
+class DraftSink:
+    """A sink whose finalize replaces the draft with a real message (like Telegram drafts)."""
+
+    def __init__(self) -> None:
+        self.limits = SinkLimits(max_length=50)
+        self.finals: list[tuple[str, str]] = []
+
+    async def show_typing(self) -> None:
+        return None
+
+    async def post(self, text: str) -> str:
+        return f"draft{len(self.finals)}"
+
+    async def edit(self, message_id: str, text: str) -> None:
+        return None
+
+    async def finalize(self, message_id: str, text: str) -> str | None:
+        self.finals.append((message_id, text))
+        return f"real{len(self.finals)}"
+
+
+async def test_finalize_can_replace_the_message_id(clock: VirtualClock) -> None:
+    sink = DraftSink()
+    stream = make_driver(clock).open(sink)
+    await stream.start()
+    text = "first paragraph here.\n\nsecond paragraph that rolls over the limit."
+    result = await stream.finish(text)
+    assert [message_id for message_id, _ in sink.finals] == ["draft0", "draft1"]
+    assert result.message_ids == ["real1", "real2"]

@@ -1,0 +1,394 @@
+"""ChatService end to end: real store, real LLM client against the fake SSE server, real driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.clock import SystemClock
+from core.context import TokenCounter
+from core.conversation import ConversationKey, Inbound, Role, TurnStatus
+from core.errors import SinkGone
+from core.llm import ChatCompletionsClient, ChatParams, LLMEndpoint
+from core.service import ChatService, ServiceConfig
+from core.store import HistoryStore
+from core.streaming import Pacer, PaceScope, SinkLimits, StreamDriver, WriteKind
+from tests.fakes.budget_sink import Budget, BudgetSink, Platform
+from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
+
+SYSTEM = "You are a test assistant."
+EDIT_SCOPE = PaceScope("test:edit", rate=50.0, burst=10)
+POST_SCOPE = PaceScope("test:post", rate=50.0, burst=10)
+
+
+@dataclass
+class Rig:
+    """Everything a service test needs."""
+
+    service: ChatService
+    store: HistoryStore
+    llm: FakeOpenAI
+    platform: Platform
+    counter: int = 0
+
+    def sink(self, max_length: int = 4000) -> BudgetSink:
+        limits = SinkLimits(
+            max_length=max_length, post_scopes=(POST_SCOPE,), edit_scopes=(EDIT_SCOPE,)
+        )
+        return self.platform.sink(limits)
+
+    def inbound(
+        self,
+        text: str,
+        *,
+        thread: str = "t1",
+        author: str = "U1",
+        name: str = "Ada Lovelace",
+        direct: bool = False,
+        reply_to: str | None = None,
+        event_id: str | None = None,
+    ) -> Inbound:
+        self.counter += 1
+        return Inbound(
+            key=ConversationKey("test", "space", "chan", thread),
+            message_id=f"in{self.counter}",
+            author_id=author,
+            author_name=name,
+            text=text,
+            is_direct=direct,
+            reply_to=reply_to,
+            event_id=event_id,
+        )
+
+    def sent_messages(self, index: int = -1) -> list[tuple[str, str]]:
+        body = self.llm.chat_requests[index].json
+        return [(m["role"], m["content"]) for m in body["messages"]]
+
+
+@asynccontextmanager
+async def make_rig(tmp_path: Path, llm: FakeOpenAI, **config: object) -> AsyncIterator[Rig]:
+    store = await HistoryStore.open(f"sqlite:///{tmp_path / 'service.db'}")
+    http = httpx.AsyncClient()
+    client = ChatCompletionsClient(
+        http,
+        LLMEndpoint(base_url=llm.base_url, max_retries=0, first_token_timeout=5, chunk_timeout=5),
+    )
+    clock = SystemClock()
+    pacer = Pacer(clock)
+    params = config.pop("params", ChatParams(model="fake-model"))
+    assert isinstance(params, ChatParams)
+    service_config = ServiceConfig(
+        system_prompt=SYSTEM,
+        params=params,
+        context_window=int(config.pop("context_window", 100_000)),  # type: ignore[call-overload]
+        reply_tokens=int(config.pop("reply_tokens", 1_000)),  # type: ignore[call-overload]
+        user_hash_key=b"k" * 32,
+    )
+    service = ChatService(
+        store=store,
+        llm=client,
+        driver=StreamDriver(pacer, clock),
+        counter=TokenCounter(),
+        config=service_config,
+    )
+    platform = Platform(clock, {"test:edit": Budget(60, 1.0)})
+    try:
+        yield Rig(service, store, llm, platform)
+    finally:
+        await http.aclose()
+        await store.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, fake_llm: FakeOpenAI) -> AsyncIterator[Rig]:
+    async with make_rig(tmp_path, fake_llm) as value:
+        yield value
+
+
+async def test_three_turns_carry_exactly_the_earlier_exchanges(rig: Rig) -> None:
+    for text in ("first question", "second question", "third question"):
+        sink = rig.sink()
+        outcome = await rig.service.handle(rig.inbound(text), sink)
+        assert outcome.status is TurnStatus.COMPLETE
+        assert sink.texts() == [f"echo: {text}"] and sink.all_final()
+    assert rig.sent_messages(2) == [
+        ("system", SYSTEM),
+        ("user", "first question"),
+        ("assistant", "echo: first question"),
+        ("user", "second question"),
+        ("assistant", "echo: second question"),
+        ("user", "third question"),
+    ]
+
+
+async def test_group_turns_carry_author_names_and_direct_ones_do_not(rig: Rig) -> None:
+    await rig.service.handle(rig.inbound("hi", name="Zoë O'Neil"), rig.sink())
+    group = rig.llm.chat_requests[0].json["messages"][-1]
+    assert group["name"] == "Zoe_ONeil"
+    await rig.service.handle(rig.inbound("hi", thread="dm", direct=True), rig.sink())
+    assert "name" not in rig.llm.chat_requests[1].json["messages"][-1]
+
+
+async def test_user_is_a_stable_pseudonym_never_the_raw_id(rig: Rig) -> None:
+    await rig.service.handle(rig.inbound("a", author="U12345"), rig.sink())
+    await rig.service.handle(rig.inbound("b", author="U12345", thread="t2"), rig.sink())
+    users = [r.json["user"] for r in rig.llm.chat_requests]
+    assert users[0] == users[1] and "U12345" not in users[0]
+
+
+async def test_conversations_are_kept_apart(rig: Rig) -> None:
+    await rig.service.handle(rig.inbound("in thread one", thread="one"), rig.sink())
+    await rig.service.handle(rig.inbound("in thread two", thread="two"), rig.sink())
+    assert rig.sent_messages(1) == [("system", SYSTEM), ("user", "in thread two")]
+
+
+async def test_a_repeated_event_is_answered_once(rig: Rig) -> None:
+    first = rig.inbound("once", event_id="Ev1")
+    again = rig.inbound("once", event_id="Ev1")
+    outcomes = await asyncio.gather(
+        rig.service.handle(first, rig.sink()), rig.service.handle(again, rig.sink())
+    )
+    assert sorted(o.skipped or "answered" for o in outcomes) == ["answered", "duplicate"]
+    assert len(rig.llm.chat_requests) == 1
+
+
+async def test_messages_of_one_conversation_are_answered_in_order(rig: Rig) -> None:
+    rig.llm.script(Reply(text="slow answer to the first", delay_between=0.05))
+    first = asyncio.create_task(rig.service.handle(rig.inbound("first"), rig.sink()))
+    await asyncio.sleep(0.05)
+    second = await rig.service.handle(rig.inbound("second"), rig.sink())
+    await first
+    assert second.status is TurnStatus.COMPLETE
+    assert rig.sent_messages(1)[-3:] == [
+        ("user", "first"),
+        ("assistant", "slow answer to the first"),
+        ("user", "second"),
+    ]
+
+
+async def test_other_conversations_are_not_held_up(rig: Rig) -> None:
+    rig.llm.script(Reply(text="a b c d e f g h", delay_between=0.2))
+    slow = asyncio.create_task(rig.service.handle(rig.inbound("slow", thread="a"), rig.sink()))
+    await asyncio.sleep(0.1)
+    async with asyncio.timeout(1.0):
+        fast = await rig.service.handle(rig.inbound("fast", thread="b"), rig.sink())
+    assert fast.status is TurnStatus.COMPLETE and not slow.done()
+    await slow
+
+
+async def test_failure_before_any_text_leaves_a_note_and_stores_the_user_turn(rig: Rig) -> None:
+    rig.llm.script(Fault.status(503))
+    sink = rig.sink()
+    outcome = await rig.service.handle(rig.inbound("will fail"), sink)
+    assert outcome.status is TurnStatus.FAILED and outcome.error == "LLMUnavailable"
+    assert sink.texts() == [
+        "⚠️ Sorry, the language model is unavailable right now. Please try again in a moment."
+    ]
+    key = outcome.key
+    assert key is not None
+    turns = await rig.store.recent(key, limit=10)
+    assert [(t.role, t.status) for t in turns] == [
+        (Role.USER, TurnStatus.COMPLETE),
+        (Role.ASSISTANT, TurnStatus.FAILED),
+    ]
+    # The service keeps going, and the failed answer is not sent back to the model.
+    again = await rig.service.handle(rig.inbound("try again"), rig.sink())
+    assert again.status is TurnStatus.COMPLETE
+    assert rig.sent_messages()[1:] == [("user", "will fail"), ("user", "try again")]
+
+
+async def test_break_mid_answer_keeps_partial_text_with_a_note(rig: Rig) -> None:
+    rig.llm.script(
+        Fault.drop_mid_stream(after_chunks=3, reply=Reply(text="one two three four five"))
+    )
+    sink = rig.sink()
+    outcome = await rig.service.handle(rig.inbound("count"), sink)
+    assert outcome.status is TurnStatus.PARTIAL
+    (text,) = sink.texts()
+    assert text.startswith("one two three")
+    assert "stopped early" in text and sink.all_final()
+    key = outcome.key
+    assert key is not None
+    stored = (await rig.store.recent(key, limit=1))[0]
+    assert stored.status is TurnStatus.PARTIAL and stored.content == outcome.text
+    assert "stopped early" not in stored.content
+
+
+async def test_truncated_stream_and_length_limit_are_told(rig: Rig) -> None:
+    rig.llm.script(Reply(text="cut here", finish_reason="length"))
+    sink = rig.sink()
+    outcome = await rig.service.handle(rig.inbound("long please"), sink)
+    assert outcome.status is TurnStatus.COMPLETE and outcome.finish_reason == "length"
+    assert "length limit" in sink.texts()[0]
+    rig.llm.script(Fault.no_finish_reason(reply=Reply(text="no ending")))
+    sink = rig.sink()
+    outcome = await rig.service.handle(rig.inbound("again"), sink)
+    assert outcome.status is TurnStatus.PARTIAL
+    assert sink.texts()[0].startswith("no ending") and "cut off" in sink.texts()[0]
+
+
+async def test_a_gone_sink_ends_the_answer_quietly_and_stores_it(rig: Rig) -> None:
+    sink = rig.sink()
+    sink.fail_next(WriteKind.POST, SinkGone("channel deleted"), times=5)
+    outcome = await rig.service.handle(rig.inbound("anyone?"), sink)
+    assert outcome.error is None and outcome.status is TurnStatus.COMPLETE
+    assert outcome.results and not outcome.results[0].delivered
+    follow_up = await rig.service.handle(rig.inbound("still there?"), rig.sink())
+    assert follow_up.status is TurnStatus.COMPLETE
+
+
+async def test_long_answer_is_split_and_a_reply_to_any_part_finds_the_conversation(
+    rig: Rig,
+) -> None:
+    paragraph = " ".join(["word"] * 60)
+    text = "\n\n".join(f"Part {i}: {paragraph}" for i in range(8))
+    rig.llm.script(Reply(text=text))
+    sink = rig.sink(max_length=800)
+    outcome = await rig.service.handle(rig.inbound("long"), sink)
+    parts = sink.texts()
+    assert len(parts) > 2 and all(len(p) <= 800 for p in parts) and sink.all_final()
+    assert " ".join(" ".join(parts).split()) == " ".join(text.split())
+    middle = sink.message_ids[len(parts) // 2]
+    found = await rig.store.find_turn("test", middle, space="space", channel="chan")
+    assert found is not None and found[0] == outcome.key
+
+
+async def test_reply_to_an_earlier_message_in_a_direct_chat_continues_from_there(
+    rig: Rig,
+) -> None:
+    sinks = [rig.sink() for _ in range(3)]
+    for text, sink in zip(("alpha", "beta", "gamma"), sinks, strict=True):
+        await rig.service.handle(rig.inbound(text, thread="", direct=True), sink)
+    first_answer = sinks[0].message_ids[0]
+    await rig.service.handle(
+        rig.inbound("back to alpha", thread="", direct=True, reply_to=first_answer), rig.sink()
+    )
+    assert rig.sent_messages()[1:] == [
+        ("user", "alpha"),
+        ("assistant", "echo: alpha"),
+        ("user", "back to alpha"),
+    ]
+    # The branch is now the running conversation of the chat.
+    await rig.service.handle(rig.inbound("and then", thread="", direct=True), rig.sink())
+    assert rig.sent_messages()[-2:] == [("assistant", "echo: back to alpha"), ("user", "and then")]
+
+
+async def test_reply_in_a_group_chain_continues_that_chain(rig: Rig) -> None:
+    first = rig.sink()
+    await rig.service.handle(rig.inbound("chain A starts", thread="rootA"), first)
+    await rig.service.handle(rig.inbound("chain B starts", thread="rootB"), rig.sink())
+    await rig.service.handle(
+        rig.inbound("more A", thread="ignored", reply_to=first.message_ids[0]), rig.sink()
+    )
+    assert rig.sent_messages()[1:] == [
+        ("user", "chain A starts"),
+        ("assistant", "echo: chain A starts"),
+        ("user", "more A"),
+    ]
+
+
+async def test_new_command_starts_over_and_set_changes_parameters(rig: Rig) -> None:
+    await rig.service.handle(rig.inbound("remember this"), rig.sink())
+    sink = rig.sink()
+    await rig.service.handle(rig.inbound("/new"), sink)
+    assert "new conversation" in sink.texts()[0]
+    sink = rig.sink()
+    await rig.service.handle(rig.inbound("/set temperature 0.25"), sink)
+    assert "temperature set" in sink.texts()[0]
+    sink = rig.sink()
+    await rig.service.handle(rig.inbound("/set temperature 7"), sink)
+    assert "between 0 and 2" in sink.texts()[0]
+    await rig.service.handle(rig.inbound("fresh start"), rig.sink())
+    body = rig.llm.chat_requests[-1].json
+    assert body["temperature"] == 0.25
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [
+        ("system", SYSTEM),
+        ("user", "fresh start"),
+    ]
+    sink = rig.sink()
+    await rig.service.handle(rig.inbound("/params"), sink)
+    assert "temperature: 0.25 (set here)" in sink.texts()[0]
+    assert len(rig.llm.chat_requests) == 2
+
+
+async def test_every_parameter_reaches_the_server(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    params = ChatParams(
+        model="fake-model",
+        temperature=0.3,
+        top_p=0.9,
+        n=1,
+        stop=("END",),
+        max_tokens=300,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        logit_bias={"50256": -100},
+        seed=7,
+    )
+    async with make_rig(tmp_path, fake_llm, params=params) as rig:
+        await rig.service.handle(rig.inbound("params"), rig.sink())
+        body = fake_llm.chat_requests[0].json
+        assert body["stream"] is True
+        for name, value in {
+            "temperature": 0.3,
+            "top_p": 0.9,
+            "n": 1,
+            "stop": ["END"],
+            "max_tokens": 300,
+            "presence_penalty": 0.5,
+            "frequency_penalty": -0.5,
+            "logit_bias": {"50256": -100},
+            "seed": 7,
+        }.items():
+            assert body[name] == value, name
+        assert body["user"].startswith("u_")
+
+
+async def test_n_choices_are_each_shown(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    async with make_rig(tmp_path, fake_llm, params=ChatParams(model="fake-model", n=2)) as rig:
+        fake_llm.script(Reply(texts=["first take", "second take"]))
+        sink = rig.sink()
+        outcome = await rig.service.handle(rig.inbound("two please"), sink)
+        assert sorted(sink.texts()) == [
+            "**Answer 1 of 2**\n\nfirst take",
+            "**Answer 2 of 2**\n\nsecond take",
+        ]
+        assert outcome.text == "first take"
+
+
+async def test_old_turns_left_out_are_told_once(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    async with make_rig(tmp_path, fake_llm, context_window=400, reply_tokens=100) as rig:
+        long = "lorem ipsum dolor sit amet " * 12
+        sinks = []
+        for text in (long, long, long, "short", "short again"):
+            sinks.append(rig.sink())
+            await rig.service.handle(rig.inbound(text), sinks[-1])
+        told = ["left them out" in sink.texts()[0] for sink in sinks]
+        assert told.count(True) == 1 and not told[0]
+        first_told = told.index(True)
+        # The request that got the note was the first one that left turns out.
+        request = rig.llm.chat_requests[first_told].json["messages"]
+        assert len(request) < 2 * first_told + 2
+        assert request[0]["content"] == SYSTEM and request[-1]["role"] == "user"
+        assert rig.sent_messages()[-1] == ("user", "short again")
+
+
+async def test_store_failure_leaves_an_explanation_and_the_service_running(rig: Rig) -> None:
+    await rig.store.close()
+    sink = rig.sink()
+    outcome = await rig.service.handle(rig.inbound("store is down"), sink)
+    assert outcome.error == "StoreError"
+    assert sink.texts() == ["⚠️ Sorry, something went wrong on my side. Please try again."]
+
+
+async def test_an_empty_answer_is_shown_as_such(rig: Rig) -> None:
+    rig.llm.script(Reply(text=""))
+    sink = rig.sink()
+    outcome = await rig.service.handle(rig.inbound("say nothing"), sink)
+    assert sink.texts() == ["_(The model returned an empty answer.)_"]
+    assert outcome.status is TurnStatus.COMPLETE and outcome.text == ""
