@@ -1,1 +1,5 @@
 """Settings loading, wiring, the CLI and the process runner."""
+
+from bots.cli import main
+
+__all__ = ["main"]

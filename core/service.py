@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -10,7 +11,7 @@ from typing import Any
 
 from core.clock import Clock, SystemClock
 from core.commands import SETTABLE_PARAMS, Command, help_text, parse_command, parse_param_value
-from core.context import TokenCounter, build_window
+from core.context import TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
 from core.errors import ConfigError, LLMError
 from core.llm import (
@@ -64,6 +65,38 @@ class Outcome:
     finish_reason: str | None = None
     error: str | None = None
     results: list[StreamResult] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Answer:
+    """The state of one answer while it streams: text, finish reason and stream per choice."""
+
+    choices: int
+    streams: dict[int, ReplyStream] = field(default_factory=dict)
+    texts: dict[int, str] = field(default_factory=dict)
+    finish: dict[int, str] = field(default_factory=dict)
+    usage: UsageReport | None = None
+    error: BaseException | None = None
+
+    def status(self) -> TurnStatus:
+        """Complete when choice 0 finished without error; partial with text; else failed."""
+        if self.error is None and self.finish.get(0) is not None:
+            return TurnStatus.COMPLETE
+        return TurnStatus.PARTIAL if self.texts.get(0) else TurnStatus.FAILED
+
+    def final_text(self, index: int, notes_before: list[str]) -> str:
+        """What choice `index` finally shows: its text and any notes on how it ended."""
+        text = self.texts.get(index, "")
+        notes = list(notes_before)
+        reason = self.finish.get(index)
+        if reason in FINISH_NOTES:
+            notes.append(FINISH_NOTES[reason])
+        if self.error is not None:
+            notes.append(_error_note(self.error, has_text=bool(text)))
+        elif not text.strip():
+            notes.append(EMPTY_NOTE)
+        shown = _labelled(text, index, self.choices) if text else ""
+        return "\n\n".join(part for part in (shown, *notes) if part)
 
 
 class ChatService:
@@ -157,33 +190,18 @@ class ChatService:
         """Store the user turn, stream the model's answer into the sink, store the answer."""
         meta = await self._store.get_meta(key)
         params = self._params_for(meta)
-        user_turn = Turn(
-            role=Role.USER,
-            content=inbound.text,
-            author_id=inbound.author_id,
-            author_name=inbound.author_name,
-            platform_message_ids=(inbound.message_id,),
-            token_count=self._counter.count(inbound.text, params.model),
+        await self._store.append(
+            key,
+            Turn(
+                role=Role.USER,
+                content=inbound.text,
+                author_id=inbound.author_id,
+                author_name=inbound.author_name,
+                platform_message_ids=(inbound.message_id,),
+                token_count=self._counter.count(inbound.text, params.model),
+            ),
         )
-        await self._store.append(key, user_turn)
-
-        since = int(meta.get("since_turn", 0))
-        turns = [
-            t
-            for t in await self._store.recent(key, limit=self._config.history_turns)
-            if t.id is not None and t.id > since
-        ]
-        current, prior = turns[-1], turns[:-1]
-        window = build_window(
-            self._config.system_prompt,
-            prior,
-            current,
-            context_tokens=self._config.context_window,
-            reply_tokens=self._reply_budget(params),
-            counter=self._counter,
-            model=params.model,
-            name_for=self._name_for(inbound),
-        )
+        window = await self._window(inbound, key, meta, params)
         notes_before: list[str] = []
         if window.dropped and not meta.get("truncation_noted"):
             notes_before.append(TRUNCATION_NOTE)
@@ -192,79 +210,90 @@ class ChatService:
             params = params.with_overrides(
                 user=pseudonymize_user(self._config.user_hash_key, key.platform, inbound.author_id)
             )
-        request = ChatRequest(messages=tuple(window.messages), params=params)
+        answer = _Answer(choices=params.n or 1)
+        try:
+            await self._stream(ChatRequest(tuple(window.messages), params), sink, answer)
+            for index, stream in answer.streams.items():
+                final = answer.final_text(index, notes_before if index == 0 else [])
+                outcome.results.append(await stream.finish(final))
+        except asyncio.CancelledError:
+            # Shutting down: stop writing, but keep what the model said so far.
+            for stream in answer.streams.values():
+                await stream.abort()
+            answer.error = answer.error or asyncio.CancelledError()
+            await asyncio.shield(self._store_answer(key, answer, outcome, params.model))
+            raise
+        if answer.usage is not None:
+            self._counter.calibrate(params.model, window.prompt_tokens, answer.usage.prompt_tokens)
+        await self._store_answer(key, answer, outcome, params.model)
 
-        choices = params.n or 1
-        streams: dict[int, ReplyStream] = {0: self._open(sink, inbound)}
-        await streams[0].start()
-        texts: dict[int, str] = {}
-        finish: dict[int, str] = {}
-        error: BaseException | None = None
-        usage: UsageReport | None = None
+    async def _window(
+        self, inbound: Inbound, key: ConversationKey, meta: Mapping[str, Any], params: ChatParams
+    ) -> Window:
+        """The messages to send: system prompt and the newest turns since /new that fit."""
+        since = int(meta.get("since_turn", 0))
+        turns = [
+            t
+            for t in await self._store.recent(key, limit=self._config.history_turns)
+            if t.id is not None and t.id > since
+        ]
+        return build_window(
+            self._config.system_prompt,
+            turns[:-1],
+            turns[-1],
+            context_tokens=self._config.context_window,
+            reply_tokens=self._reply_budget(params),
+            counter=self._counter,
+            model=params.model,
+            name_for=self._name_for(inbound),
+        )
+
+    async def _stream(self, request: ChatRequest, sink: ReplySink, answer: _Answer) -> None:
+        """Feed the model's deltas to one reply stream per choice; record how it ended."""
+        answer.streams[0] = self._driver.open(sink)
+        await answer.streams[0].start()
         try:
             async for event in self._llm.stream(request):
                 if isinstance(event, ContentDelta):
-                    texts[event.choice] = texts.get(event.choice, "") + event.text
-                    stream = streams.get(event.choice)
+                    text = answer.texts[event.choice] = answer.texts.get(event.choice, "") + (
+                        event.text
+                    )
+                    stream = answer.streams.get(event.choice)
                     if stream is None:
-                        stream = streams[event.choice] = self._open(sink, inbound)
+                        stream = answer.streams[event.choice] = self._driver.open(sink)
                         await stream.start()
-                    stream.update(_labelled(texts[event.choice], event.choice, choices))
+                    stream.update(_labelled(text, event.choice, answer.choices))
                 elif isinstance(event, ChoiceFinished):
-                    finish[event.choice] = event.reason
+                    answer.finish[event.choice] = event.reason
                 elif isinstance(event, UsageReport):
-                    usage = event
+                    answer.usage = event
         except LLMError as exc:
-            error = exc
-            log.warning("LLM call failed for %s: %s", key, exc)
+            answer.error = exc
+            log.warning("LLM call failed: %s", exc)
         except Exception as exc:
-            error = exc
-            log.exception("answer stream failed for %s", key)
+            answer.error = exc
+            log.exception("answer stream failed")
 
-        for index, stream in streams.items():
-            text = texts.get(index, "")
-            notes = list(notes_before) if index == 0 else []
-            reason = finish.get(index)
-            if reason in FINISH_NOTES:
-                notes.append(FINISH_NOTES[reason])
-            if error is not None:
-                notes.append(_error_note(error, has_text=bool(text)))
-            elif not text.strip():
-                notes.append(EMPTY_NOTE)
-            shown = _labelled(text, index, choices) if text else ""
-            final = "\n\n".join(part for part in (shown, *notes) if part)
-            outcome.results.append(await stream.finish(final))
-
-        answer = texts.get(0, "")
-        status = (
-            TurnStatus.COMPLETE
-            if error is None and finish.get(0) is not None
-            else TurnStatus.PARTIAL
-            if answer
-            else TurnStatus.FAILED
-        )
-        if usage is not None:
-            self._counter.calibrate(params.model, window.prompt_tokens, usage.prompt_tokens)
+    async def _store_answer(
+        self, key: ConversationKey, answer: _Answer, outcome: Outcome, model: str
+    ) -> None:
+        """Persist choice 0 as the assistant turn (complete, partial or failed)."""
+        text, status = answer.texts.get(0, ""), answer.status()
         message_ids = tuple(mid for result in outcome.results for mid in result.message_ids)
+        usage = answer.usage
         await self._store.append(
             key,
             Turn(
                 role=Role.ASSISTANT,
-                content=answer,
+                content=text,
                 status=status,
                 platform_message_ids=message_ids,
-                token_count=usage.completion_tokens
-                if usage
-                else self._counter.count(answer, params.model),
+                token_count=usage.completion_tokens if usage else self._counter.count(text, model),
             ),
         )
-        outcome.text, outcome.status = answer, status
-        outcome.finish_reason = finish.get(0)
-        outcome.error = type(error).__name__ if error else None
-
-    def _open(self, sink: ReplySink, inbound: Inbound) -> ReplyStream:
-        stream = self._driver.open(sink)
-        return stream
+        outcome.text, outcome.status = text, status
+        outcome.finish_reason = answer.finish.get(0)
+        outcome.error = type(answer.error).__name__ if answer.error else None
 
     def _params_for(self, meta: Mapping[str, Any]) -> ChatParams:
         overrides = meta.get("params") or {}

@@ -392,3 +392,17 @@ async def test_an_empty_answer_is_shown_as_such(rig: Rig) -> None:
     outcome = await rig.service.handle(rig.inbound("say nothing"), sink)
     assert sink.texts() == ["_(The model returned an empty answer.)_"]
     assert outcome.status is TurnStatus.COMPLETE and outcome.text == ""
+
+
+async def test_shutdown_mid_answer_keeps_the_partial_answer(rig: Rig) -> None:
+    rig.llm.script(Reply(text="one two three four five six seven eight", delay_between=0.1))
+    inbound = rig.inbound("interrupt me")
+    task = asyncio.create_task(rig.service.handle(inbound, rig.sink()))
+    await asyncio.sleep(0.45)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    turns = await rig.store.recent(inbound.key, limit=5)
+    assert [t.role for t in turns] == [Role.USER, Role.ASSISTANT]
+    assert turns[1].status is TurnStatus.PARTIAL
+    assert turns[1].content.startswith("one two") and "eight" not in turns[1].content
