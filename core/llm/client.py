@@ -168,16 +168,7 @@ class ChatCompletionsClient:
         self, payload: dict[str, Any], deadline: float
     ) -> AsyncGenerator[StreamEvent, None]:
         watch = _StreamWatch(self._endpoint, deadline)
-        url = self._url("chat/completions")
-        http_request = self._http.build_request(
-            "POST",
-            url,
-            params=self._query(),
-            json=payload,
-            headers=self._headers(streaming=True),
-            timeout=self._http_timeout(),
-        )
-        logger.debug("POST %s (model %s, streaming)", url, payload.get("model"))
+        url, http_request = self._chat_request(payload, streaming=True)
         response = await self._guard(watch, url, self._http.send(http_request, stream=True))
         try:
             await self._guard(watch, url, self._raise_for_status(response, payload))
@@ -233,16 +224,7 @@ class ChatCompletionsClient:
             ) from exc
 
     async def _complete_once(self, payload: dict[str, Any], deadline: float) -> Completion:
-        url = self._url("chat/completions")
-        http_request = self._http.build_request(
-            "POST",
-            url,
-            params=self._query(),
-            json=payload,
-            headers=self._headers(streaming=False),
-            timeout=self._http_timeout(),
-        )
-        logger.debug("POST %s (model %s, not streaming)", url, payload.get("model"))
+        url, http_request = self._chat_request(payload, streaming=False)
         watch = _StreamWatch(self._endpoint, deadline, whole_answer=True)
         response = await self._guard(watch, url, self._http.send(http_request, stream=True))
         try:
@@ -251,6 +233,23 @@ class ChatCompletionsClient:
         finally:
             await response.aclose()
         return decode_completion(body, self._redact)
+
+    def _chat_request(
+        self, payload: dict[str, Any], *, streaming: bool
+    ) -> tuple[str, httpx.Request]:
+        """The POST to chat/completions for `payload`, and its URL; logs the send."""
+        url = self._url("chat/completions")
+        http_request = self._http.build_request(
+            "POST",
+            url,
+            params=self._query(),
+            json=payload,
+            headers=self._headers(streaming=streaming),
+            timeout=self._http_timeout(),
+        )
+        mode = "streaming" if streaming else "not streaming"
+        logger.debug("POST %s (model %s, %s)", url, payload.get("model"), mode)
+        return url, http_request
 
     async def _guard(self, watch: _StreamWatch, url: str, step: Awaitable[_T]) -> _T:
         """Await one network step under the current deadline, translating transport errors."""

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -25,29 +23,14 @@ from core.errors import (
 )
 from core.llm import (
     ChatCompletionsClient,
-    ChatMessage,
-    ChatParams,
-    ChatRequest,
     ContentDelta,
     LLMEndpoint,
-    StreamEvent,
 )
+from tests.fakes import llm_helpers
+from tests.fakes.llm_helpers import RecordingClock, ask, collect, text_of
 from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
-
-
-class RecordingClock:
-    """Records the retry waits instead of sleeping through them."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
 
 
 @pytest.fixture
@@ -57,51 +40,14 @@ async def server() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-@pytest.fixture
 def clock() -> RecordingClock:
     return RecordingClock()
 
 
 def endpoint_for(server: FakeOpenAI, **overrides: Any) -> LLMEndpoint:
-    base = LLMEndpoint(
-        base_url=server.base_url,
-        api_key=API_KEY,
-        first_token_timeout=5,
-        chunk_timeout=5,
-        total_timeout=10,
-        max_retries=0,
-        retry_base_delay=0.1,
-        retry_max_delay=5,
-    )
-    return dataclasses.replace(base, **overrides)
-
-
-def ask(text: str = "hello world", **params: Any) -> ChatRequest:
-    return ChatRequest(
-        messages=(ChatMessage("user", text),),
-        params=ChatParams(model="fake-model", **params),
-    )
-
-
-async def collect(
-    client: ChatCompletionsClient, request: ChatRequest
-) -> tuple[list[StreamEvent], Exception | None]:
-    events: list[StreamEvent] = []
-    try:
-        async for event in client.stream(request):
-            events.append(event)
-    except Exception as exc:
-        return events, exc
-    return events, None
-
-
-def text_of(events: list[StreamEvent]) -> str:
-    return "".join(event.text for event in events if isinstance(event, ContentDelta))
+    """The shared test endpoint with this file's API key and longer retry delays."""
+    defaults: dict[str, Any] = {"api_key": API_KEY, "retry_base_delay": 0.1, "retry_max_delay": 5}
+    return llm_helpers.endpoint_for(server, **{**defaults, **overrides})
 
 
 # -- status mapping ----------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,31 +11,20 @@ import pytest
 from core.errors import LLMRateLimited, LLMRejected, LLMStreamError
 from core.llm import (
     ChatCompletionsClient,
-    ChatMessage,
-    ChatParams,
     ChatRequest,
     Completion,
     ContentDelta,
     LLMEndpoint,
     UsageReport,
 )
+from tests.fakes import llm_helpers
 from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 
 API_KEY = "sk-modes-KEY-42424242"
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 def ask(text: str = "hello", stream: bool = True, **params: Any) -> ChatRequest:
-    return ChatRequest(
-        messages=(ChatMessage("user", text, name="Zoë Smith"),),
-        params=ChatParams(model="gpt-test", **params),
-        stream=stream,
-    )
+    return llm_helpers.ask(text, model="gpt-test", name="Zoë Smith", stream=stream, **params)
 
 
 async def streamed_text(client: ChatCompletionsClient, request: ChatRequest) -> str:

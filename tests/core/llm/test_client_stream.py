@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,70 +12,21 @@ import pytest
 from core.errors import LLMRateLimited, LLMStreamError
 from core.llm import (
     ChatCompletionsClient,
-    ChatMessage,
-    ChatParams,
     ChatRequest,
     ChoiceFinished,
     ContentDelta,
-    LLMEndpoint,
     StreamEvent,
     UsageReport,
 )
+from tests.fakes import llm_helpers
+from tests.fakes.llm_helpers import collect, endpoint_for, texts_of
 from tests.fakes.openai_server import QUIRKS, REASONING, FakeOpenAI, Fault, Reply
 
 UNICODE_TEXT = "héllo wörld 😀 — ünïcode «ok» 日本語"
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-def endpoint_for(server: FakeOpenAI, **overrides: Any) -> LLMEndpoint:
-    base = LLMEndpoint(
-        base_url=server.base_url,
-        first_token_timeout=5,
-        chunk_timeout=5,
-        total_timeout=10,
-        max_retries=0,
-        retry_base_delay=0.01,
-        retry_max_delay=0.05,
-    )
-    return dataclasses.replace(base, **overrides)
-
-
 def ask(text: str = "hello world", **params: Any) -> ChatRequest:
-    return ChatRequest(
-        messages=(ChatMessage("system", "be brief"), ChatMessage("user", text)),
-        params=ChatParams(model="fake-model", **params),
-    )
-
-
-async def collect(
-    client: ChatCompletionsClient, request: ChatRequest
-) -> tuple[list[StreamEvent], Exception | None]:
-    events: list[StreamEvent] = []
-    try:
-        async for event in client.stream(request):
-            events.append(event)
-    except Exception as exc:
-        return events, exc
-    return events, None
-
-
-def texts_of(events: list[StreamEvent]) -> dict[int, str]:
-    texts: dict[int, str] = {}
-    for event in events:
-        if isinstance(event, ContentDelta):
-            texts[event.choice] = texts.get(event.choice, "") + event.text
-    return texts
+    return llm_helpers.ask(text, system="be brief", **params)
 
 
 def finishes_of(events: list[StreamEvent]) -> list[ChoiceFinished]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -14,56 +12,16 @@ import pytest
 from core.errors import LLMTimeout
 from core.llm import (
     ChatCompletionsClient,
-    ChatMessage,
-    ChatParams,
     ChatRequest,
-    ContentDelta,
-    LLMEndpoint,
     StreamEvent,
 )
+from tests.fakes import llm_helpers
+from tests.fakes.llm_helpers import RecordingClock, endpoint_for, text_of
 from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 
 
-class RecordingClock:
-    """Records the retry waits instead of sleeping through them."""
-
-    def __init__(self) -> None:
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-def endpoint_for(server: FakeOpenAI, **overrides: Any) -> LLMEndpoint:
-    base = LLMEndpoint(
-        base_url=server.base_url,
-        first_token_timeout=5,
-        chunk_timeout=5,
-        total_timeout=10,
-        max_retries=0,
-        retry_base_delay=0.01,
-        retry_max_delay=0.05,
-    )
-    return dataclasses.replace(base, **overrides)
-
-
 def ask(text: str = "hello world") -> ChatRequest:
-    return ChatRequest(messages=(ChatMessage("user", text),), params=ChatParams(model="m"))
+    return llm_helpers.ask(text, model="m")
 
 
 async def timed_collect(
@@ -78,10 +36,6 @@ async def timed_collect(
     except Exception as exc:
         return events, exc, loop.time() - start
     return events, None, loop.time() - start
-
-
-def text_of(events: list[StreamEvent]) -> str:
-    return "".join(event.text for event in events if isinstance(event, ContentDelta))
 
 
 async def test_first_token_timeout_when_the_first_event_is_late(

@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -14,18 +13,6 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "ping pong"}], "stream": True}
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeOpenAI]:
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 async def raw_reads(http: httpx.AsyncClient, url: str, body: dict[str, object]) -> list[bytes]:
