@@ -779,14 +779,35 @@ async def _serve_forever(host: str, port: int, require_key: str | None) -> None:
         await asyncio.Event().wait()
 
 
+async def _serve_paced(host: str, port: int, require_key: str | None, delay_between: float) -> None:
+    """Like `_serve_forever`, but every default answer waits `delay_between` between chunks."""
+    reply = Reply(delay_between=delay_between)
+    async with FakeOpenAI(host=host, port=port, require_key=require_key) as server:
+        print(f"fake OpenAI server at {server.base_url} (Ctrl-C to stop)", flush=True)
+        while True:  # keep the script topped up: one step is used per chat request
+            if server.pending_steps < 1000:
+                server.script(*[reply] * 1000)
+            await asyncio.sleep(0.05)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve the default echo behaviour until interrupted."""
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible server for demos.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--require-key", default=None, help="answer 401 unless this key is sent")
+    parser.add_argument(
+        "--delay-between",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before each content chunk after the first (a paced model)",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
+        if args.delay_between > 0:
+            asyncio.run(_serve_paced(args.host, args.port, args.require_key, args.delay_between))
+            return
         asyncio.run(_serve_forever(args.host, args.port, args.require_key))
 
 
