@@ -55,7 +55,7 @@ from bench._common import (
     realistic_limits,
 )
 from bots.config import load_settings
-from bots.wiring import Runtime, build_runtime, llm_endpoint, service_config
+from bots.wiring import Runtime, build_runtime, freeze_startup_heap, llm_endpoint, service_config
 from core.context import build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn
 from core.llm import ChatCompletionsClient
@@ -374,9 +374,8 @@ async def measure(kind: str, url: str, base_url: str, args: argparse.Namespace) 
         THREADLINE_HISTORY_TURNS=str(HISTORY),
     )
     runtime: Runtime = await build_runtime(settings)
-    if args.gc_freeze:  # what-if: freeze the start-up heap so full collections skip it
-        gc.collect()
-        gc.freeze()
+    if args.gc_freeze:  # as `threadline` does after start-up (bots.wiring.freeze_startup_heap)
+        freeze_startup_heap()
     endpoint = llm_endpoint(settings)
     transport = MarkingTransport(
         httpx.AsyncHTTPTransport(
@@ -578,9 +577,10 @@ def main() -> None:
     )
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="what-if: gc.freeze() after start-up (the service does not do this today)",
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="what-if: skip the gc.freeze() the service does after start-up",
     )
     parser.add_argument("--profile-runs", type=int, default=30)
     parser.add_argument("--top", type=int, default=25)

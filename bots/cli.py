@@ -12,7 +12,7 @@ from adapters.console.runner import ConsoleChannel
 from bots.config import load_settings
 from bots.logging_setup import configure_logging
 from bots.service_runner import run_channels
-from bots.wiring import Runtime, build_runtime, chat_params, llm_endpoint
+from bots.wiring import Runtime, build_runtime, chat_params, freeze_startup_heap, llm_endpoint
 from core.errors import ConfigError, LLMError, StoreError, ThreadlineError
 from core.llm import ChatMessage, ChatRequest
 from core.settings import Settings
@@ -80,6 +80,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[int]]) -> int:
     runtime = await build_runtime(settings)
+    freeze_startup_heap()
     try:
         return await body(runtime)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 from dataclasses import dataclass
@@ -136,3 +137,14 @@ async def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         store=store, llm=llm, driver=driver, counter=counter, config=config, clock=clock
     )
     return Runtime(settings, http, llm, store, pacer, driver, counter, service)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything built at start-up out of the collector's reach.
+
+    The ~100k objects of the imported SDKs and the runtime never die; without this every full
+    collection walks them and stalls the event loop for ~50 ms (measured by
+    bench.inbound_overhead as its p99).
+    """
+    gc.collect()
+    gc.freeze()
