@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from adapters.console.runner import ConsoleChannel
+from bots.maintenance import prune_events_forever
 from bots.wiring import Runtime
 from core.settings import PLATFORM_VARIABLES
 
@@ -61,6 +62,9 @@ async def run_channels(runtime: Runtime, *, interactive: bool) -> int:
                 group.create_task(CHANNELS[name](runtime), name=f"channel:{name}")
                 for name in enabled
             ]
+            tasks.append(
+                group.create_task(prune_events_forever(runtime.store), name="prune-events")
+            )
             log.info("running channels: %s", ", ".join(enabled))
             await stop.wait()
             log.info("stopping")

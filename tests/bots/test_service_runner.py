@@ -1,0 +1,63 @@
+"""`threadline run`: every enabled channel on one TaskGroup, stopped cleanly by a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from bots import service_runner
+from bots.config import load_settings
+from bots.service_runner import run_channels
+from bots.wiring import build_runtime
+
+
+async def test_channels_run_until_sigterm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def fake_channel(runtime: object) -> None:
+        started.append("telegram")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("telegram")
+            raise
+
+    monkeypatch.setitem(service_runner.CHANNELS, "telegram", fake_channel)
+    settings = load_settings(
+        None,
+        TELEGRAM_BOT_TOKEN="123:abc",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}",
+        THREADLINE_USER_HASH_KEY="k" * 16,
+    )
+    runtime = await build_runtime(settings)
+    try:
+        task = asyncio.create_task(run_channels(runtime, interactive=False))
+        for _ in range(100):
+            if started:
+                break
+            await asyncio.sleep(0.01)
+        assert started == ["telegram"]
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, 5) == 0
+        assert cancelled == ["telegram"]
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_channel_missing_from_the_build_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        DISCORD_BOT_TOKEN="token",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}",
+        THREADLINE_USER_HASH_KEY="k" * 16,
+    )
+    runtime = await build_runtime(settings)
+    try:
+        assert await run_channels(runtime, interactive=False) == 2
+    finally:
+        await runtime.aclose()
