@@ -42,6 +42,11 @@ class ThinkFilter:
         self._state = "start"  # start -> thinking -> after -> visible, or start -> visible
         self._buffer = ""
 
+    @property
+    def visible(self) -> bool:
+        """Whether text now passes through unchanged (no tag possible any more, nothing held)."""
+        return self._state == "visible"
+
     def feed(self, text: str) -> str:
         """Return the visible part of `text` that can be shown now."""
         if self._state == "visible":
@@ -121,19 +126,43 @@ class StreamDecoder:
             raise LLMStreamError(
                 self._redact(f"the server sent an unexpected chunk: {data[:200]!r}")
             )
-        error = error_from_payload(chunk, self._redact)
-        if error is not None:
-            raise error
+        get = chunk.get
+        if get("error") is not None or get("object") == "error":
+            error = error_from_payload(chunk, self._redact)
+            if error is not None:
+                raise error
         events: list[StreamEvent] = []
-        choices = chunk.get("choices")
-        if isinstance(choices, list):
+        choices = get("choices")
+        if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict:
+            # the usual chunk: one choice with only new content, once past any think block
+            choice = choices[0]
+            index = choice.get("index", 0)
+            if type(index) is not int:  # bool, float, str...: what the general path ignores
+                index = 0
+            think = self._filters.get(index)
+            delta = choice.get("delta")
+            if (
+                think is not None
+                and think.visible
+                and type(delta) is dict
+                and choice.get("finish_reason") is None
+                and delta.get("refusal") is None
+            ):
+                content = delta.get("content")
+                if type(content) is str and content:
+                    events.append(ContentDelta(index, content))
+            else:
+                events = self._choice_events(0, choice)
+        elif isinstance(choices, list):
             for position, choice in enumerate(choices):
                 if isinstance(choice, dict):
                     events.extend(self._choice_events(position, choice))
-        usage = usage_from(chunk.get("usage"))
-        if usage is not None:
-            self._usage = usage
-        groq = chunk.get("x_groq")
+        usage_value = get("usage")
+        if usage_value is not None:
+            usage = usage_from(usage_value)
+            if usage is not None:
+                self._usage = usage
+        groq = get("x_groq")
         if isinstance(groq, dict):
             self._fallback_usage = usage_from(groq.get("usage")) or self._fallback_usage
         return events
@@ -152,7 +181,9 @@ class StreamDecoder:
 
     def _choice_events(self, position: int, choice: Mapping[str, Any]) -> list[StreamEvent]:
         index = _choice_index(choice, position)
-        think = self._filters.setdefault(index, ThinkFilter())
+        think = self._filters.get(index)
+        if think is None:
+            think = self._filters[index] = ThinkFilter()
         events: list[StreamEvent] = []
         delta = choice.get("delta")
         if isinstance(delta, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -46,6 +47,12 @@ def sanitize_name(display_name: str | None) -> str | None:
     """
     if not display_name:
         return None
+    return _sanitized(display_name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sanitized(display_name: str) -> str | None:
+    """`sanitize_name` of a non-empty name, cached: a window asks for the same few authors."""
     text = unicodedata.normalize("NFKD", display_name.translate(_TRANSLITERATIONS))
     text = "".join(char for char in text if not unicodedata.combining(char))
     text = _WHITESPACE_RUN.sub("_", text.strip())

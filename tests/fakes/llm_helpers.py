@@ -6,6 +6,8 @@ import dataclasses
 import time
 from typing import Any
 
+import httpx
+
 from core.llm import (
     ChatCompletionsClient,
     ChatMessage,
@@ -29,6 +31,26 @@ class RecordingClock:
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+
+
+class ConnectionCounter:
+    """Counts the TCP connections an httpx client opens, from httpcore's trace events.
+
+    `client()` makes an `httpx.AsyncClient` whose every request carries the trace hook.
+    """
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(event_hooks={"request": [self._add_trace]}, **kwargs)
+
+    async def _add_trace(self, request: httpx.Request) -> None:
+        request.extensions["trace"] = self._trace
+
+    async def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            self.opened += 1
 
 
 def endpoint_for(server: FakeOpenAI, **overrides: Any) -> LLMEndpoint:

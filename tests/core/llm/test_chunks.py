@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from typing import Any
 
 import pytest
@@ -203,3 +204,67 @@ def test_decode_completion() -> None:
 def test_decode_completion_rejects_bodies_without_an_answer(body: bytes) -> None:
     with pytest.raises(LLMStreamError):
         decode_completion(body, keep)
+
+
+def random_choice(rng: random.Random) -> Any:
+    """One streamed choice in any of the shapes servers send, well-formed or not."""
+    if rng.random() < 0.03:
+        return rng.choice([None, "text", 3, []])
+    choice: dict[str, Any] = {}
+    index = rng.random()
+    if index < 0.8:
+        choice["index"] = 0
+    elif index < 0.9:
+        choice["index"] = rng.choice([True, 1.0, "0", None])
+    delta: Any = {}
+    content = rng.random()
+    if content < 0.6:
+        delta["content"] = rng.choice(["Hi", " there", "", "<th", "ink>", "</think>", "\n", " x "])
+    elif content < 0.7:
+        delta["content"] = rng.choice([None, 5, ["a"]])
+    if rng.random() < 0.1:
+        delta["refusal"] = rng.choice(["no", "", None])
+    if rng.random() < 0.1:
+        delta["role"] = "assistant"
+    if rng.random() < 0.05:
+        delta = rng.choice([None, "delta", []])
+    if rng.random() < 0.9:
+        choice["delta"] = delta
+    if rng.random() < 0.15:
+        choice["finish_reason"] = rng.choice(["stop", "length", "", None])
+    elif rng.random() < 0.5:
+        choice["finish_reason"] = None
+    return choice
+
+
+def test_one_choice_chunks_decode_like_the_general_path() -> None:
+    """A lone choice takes a fast path; a second, ignored choice forces the general one."""
+    for seed in range(400):
+        rng = random.Random(seed)
+        fast, general = StreamDecoder(keep), StreamDecoder(keep)
+        fast_events, general_events = [], []
+        for _ in range(rng.randint(1, 12)):
+            choice = random_choice(rng)
+            fast_events.extend(fast.feed(chunk(choices=[choice], usage=None)))
+            general_events.extend(general.feed(chunk(choices=[choice, None], usage=None)))
+        assert fast_events == general_events, seed
+        assert fast.unfinished_choices == general.unfinished_choices, seed
+        assert fast.saw_choice == general.saw_choice, seed
+        assert fast.finish() == general.finish(), seed
+
+
+def test_content_after_a_think_block_takes_the_fast_path_unchanged() -> None:
+    decoder = StreamDecoder(keep)
+    pieces = ["<think>", "plan", "</think>", "\n\n", "Hello", " <think>", " world"]
+
+    events = [
+        event
+        for piece in pieces
+        for event in decoder.feed(chunk(choices=[{"index": 0, "delta": {"content": piece}}]))
+    ]
+
+    assert events == [
+        ContentDelta(0, "Hello"),
+        ContentDelta(0, " <think>"),
+        ContentDelta(0, " world"),
+    ]

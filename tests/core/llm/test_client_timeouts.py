@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +17,7 @@ from core.errors import LLMTimeout
 from core.llm import (
     ChatCompletionsClient,
     ChatRequest,
+    LLMEndpoint,
     StreamEvent,
 )
 from tests.fakes import llm_helpers
@@ -193,3 +198,110 @@ async def test_complete_hits_the_total_timeout(server: FakeOpenAI, http: httpx.A
     with pytest.raises(LLMTimeout, match="total timeout"):
         await client.complete(request)
     assert time.monotonic() - start < 1.0
+
+
+async def test_the_body_reads_share_one_timer(
+    server: FakeOpenAI, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.script(Reply(text=" ".join(["word"] * 300)))
+    client = ChatCompletionsClient(http, endpoint_for(server))
+    loop = asyncio.get_running_loop()
+    timers = 0
+    call_at = loop.call_at
+
+    def counting_call_at(*args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        nonlocal timers
+        timers += 1
+        return call_at(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    events, error, _ = await timed_collect(client, ask())
+    monkeypatch.undo()
+
+    assert error is None
+    assert len(text_of(events).split()) == 300
+    assert timers < 20  # not one (or more) per chunk
+
+
+async def test_cancelling_the_consumer_mid_read_is_a_cancellation_not_a_timeout(
+    server: FakeOpenAI, http: httpx.AsyncClient
+) -> None:
+    server.script(Fault.stall(after_chunks=1, seconds=2.0))
+    client = ChatCompletionsClient(http, endpoint_for(server, chunk_timeout=0.3))
+    events: list[StreamEvent] = []
+
+    async def consume() -> None:
+        async for event in client.stream(ask("one two")):
+            events.append(event)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.15)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)  # past the chunk deadline: nothing may fire into another task
+
+    assert text_of(events) == "echo:"
+    assert task.cancelled()
+    more, error, _ = await timed_collect(client, ask("next"))
+    assert error is None
+    assert text_of(more) == "echo: next"
+
+
+def sse_events(*texts: str) -> list[bytes]:
+    """An answer streaming `texts` as the deltas of choice 0, then stop and [DONE]."""
+    chunks: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        for text in texts
+    ]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks] + [b"data: [DONE]\n\n"]
+
+
+def gzip_pieces(events: list[bytes]) -> list[bytes]:
+    """Each event compressed and flushed on its own, as a server compressing SSE does."""
+    compressor = zlib.compressobj(wbits=31)
+    pieces = [compressor.compress(event) + compressor.flush(zlib.Z_SYNC_FLUSH) for event in events]
+    return [*pieces, compressor.flush()]
+
+
+def mock_http(pieces: list[bytes], pause_after: int = -1, pause: float = 0.0) -> httpx.AsyncClient:
+    """A client whose server answers with `pieces` of a gzip-encoded SSE body."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for number, piece in enumerate(pieces):
+            if number == pause_after:
+                await asyncio.sleep(pause)
+            yield piece
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+        return httpx.Response(200, headers=headers, content=body())
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_chunk_timeout_applies_to_a_compressed_stream() -> None:
+    pieces = gzip_pieces(sse_events("one", " two"))
+    endpoint = LLMEndpoint("http://llm.test/v1", max_retries=0, chunk_timeout=0.2)
+    async with mock_http(pieces, pause_after=2, pause=2.0) as http:
+        client = ChatCompletionsClient(http, endpoint)
+
+        events, error, elapsed = await timed_collect(client, ask())
+
+    assert text_of(events) == "one two"
+    assert isinstance(error, LLMTimeout)
+    assert "chunk timeout" in str(error)
+    assert elapsed < 1.0
+
+
+async def test_a_compressed_stream_is_decoded_within_the_deadlines() -> None:
+    pieces = gzip_pieces(sse_events("héllo", " wörld 😀"))
+    endpoint = LLMEndpoint("http://llm.test/v1", max_retries=0, chunk_timeout=0.5)
+    async with mock_http(pieces, pause_after=1, pause=0.1) as http:
+        client = ChatCompletionsClient(http, endpoint)
+
+        events, error, _ = await timed_collect(client, ask())
+
+    assert error is None
+    assert text_of(events) == "héllo wörld 😀"

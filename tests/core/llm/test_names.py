@@ -83,3 +83,15 @@ def test_pseudonym_depends_on_secret_platform_and_id() -> None:
 def test_pseudonym_needs_a_secret() -> None:
     with pytest.raises(ValueError, match="secret"):
         pseudonymize_user(b"", "slack", "U1")
+
+
+def test_sanitized_names_are_cached() -> None:
+    from core.llm import names
+
+    name = "Zoë Cachetest Ångström"
+    before = names._sanitized.cache_info().hits
+
+    results = {sanitize_name(name) for _ in range(5)}
+
+    assert results == {"Zoe_Cachetest_Angstrom"}
+    assert names._sanitized.cache_info().hits - before >= 4
