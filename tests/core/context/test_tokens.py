@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 
 import pytest
@@ -233,3 +234,44 @@ def test_calibration_ignores_exact_models_tiny_and_bogus_reports() -> None:
     assert counter.ratio("gpt-4o") == 1.0
     assert counter.ratio("llama3") == 1.0
     assert counter.count("hello world", "gpt-4o") == 2
+
+
+def test_given_content_tokens_replace_counting_the_content(counter: TokenCounter) -> None:
+    named = ChatMessage("user", "hello world", name="ann")
+    counted = counter.count_message(named, "gpt-4o")
+    assert counter.count_message(named, "gpt-4o", content_tokens=2) == counted
+    assert counter.count_message(named, "gpt-4o", content_tokens=50) == counted - 2 + 50
+    plain = ChatMessage("assistant", "whatever it says")
+    assert counter.count_message(plain, "gpt-4o", content_tokens=7) == TOKENS_PER_MESSAGE + 1 + 7
+    # Estimated models: the framing and name are estimated and scaled, the content is as given.
+    counter.calibrate("llama3", 1000, 2000)
+    ratio = counter.ratio("llama3")
+    estimated = counter.count_message(named, "llama3", content_tokens=50)
+    assert estimated == 50 + math.ceil((TOKENS_PER_MESSAGE + 1 + 1 + 1) * ratio)
+
+
+def test_model_resolution_is_cached_and_stays_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = TokenCounter(encodings={"my-deployment": "cl100k_base"})
+    message = ChatMessage("user", "hello world", name="ann")
+    models = ("gpt-4o", "gpt-4", "my-deployment", "llama3")
+    expected = {
+        model: TokenCounter(encodings={"my-deployment": "cl100k_base"}).count_message(
+            message, model
+        )
+        for model in models
+    }
+    assert expected["gpt-4o"] == TOKENS_PER_MESSAGE + 1 + 2 + 1 + 1
+    calls: list[str] = []
+    real = tokens.tiktoken.encoding_name_for_model
+
+    def spy(name: str) -> str:
+        calls.append(name)
+        return real(name)
+
+    monkeypatch.setattr(tokens.tiktoken, "encoding_name_for_model", spy)
+    for _ in range(50):
+        assert {model: counter.count_message(message, model) for model in models} == expected
+        assert counter.encoding_name("llama3") is None
+        assert counter.encoding_name("my-deployment") == "cl100k_base"
+    assert sorted(calls) == ["gpt-4", "gpt-4o", "llama3"]  # once per model
+    assert counter.count("hello world", "My-Deployment") == 2  # overrides ignore case

@@ -197,3 +197,43 @@ def test_bad_budgets_are_refused(counter: TokenCounter) -> None:
         build(counter, [], user("x"), context_tokens=0)
     with pytest.raises(ValueError, match="reply_tokens"):
         build(counter, [], user("x"), reply_tokens=-1)
+
+
+def test_a_stored_token_count_is_used_instead_of_counting(counter: TokenCounter) -> None:
+    text = "turn text that is really about ten tokens long, more or less"
+    counted = Turn(Role.USER, text, author_name="Ann")
+    stored = Turn(Role.USER, text, author_name="Ann", token_count=500)
+    plain = build(counter, [counted], user("now"))
+    with_stored = build(counter, [stored], user("now"))
+    content = counter.count(text, MODEL)
+    assert with_stored.prompt_tokens == plain.prompt_tokens - content + 500
+    # Framing, role and name are still counted on top of the stored content tokens.
+    named = build(counter, [stored], user("now"), name_for=lambda turn: turn.author_name)
+    assert named.prompt_tokens == with_stored.prompt_tokens + 2 * (1 + 1)
+    # A stored count decides what fits, like a counted one.
+    tight = build(counter, [stored], user("now"), context_tokens=400, reply_tokens=0)
+    assert contents(tight) == [SYSTEM, "now"] and tight.dropped == 1
+    # The current turn's stored count is used too; 0 is not plausible and is recounted.
+    current = build(counter, [], Turn(Role.USER, "now", token_count=40))
+    assert current.prompt_tokens == build(counter, [], user("now")).prompt_tokens - 1 + 40
+    zero = build(counter, [Turn(Role.USER, text, token_count=0)], user("now"))
+    assert zero.prompt_tokens == build(counter, [Turn(Role.USER, text)], user("now")).prompt_tokens
+
+
+def test_stored_counts_work_for_estimated_models(counter: TokenCounter) -> None:
+    turns = [Turn(Role.USER, "short", token_count=300) for _ in range(3)]
+    window = build_window(
+        SYSTEM,
+        turns,
+        user("now"),
+        context_tokens=700,
+        reply_tokens=0,
+        counter=counter,
+        model="llama3",
+    )
+    assert window.dropped == 1  # two stored 300-token turns fit in 700, three do not
+    framing = counter.count_message(ChatMessage("user", ""), "llama3")
+    assert window.prompt_tokens == (
+        counter.count_messages([window.messages[0], window.messages[-1]], "llama3")
+        + 2 * (300 + framing)
+    )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 
 from core.conversation import ConversationKey, Role, Turn, TurnStatus
 from core.errors import StoreError
@@ -215,27 +218,63 @@ async def test_corrupt_meta_is_a_store_error(store: HistoryStore) -> None:
         await store.get_meta(KEY)
 
 
-async def test_recent_is_one_bounded_index_scan(store: HistoryStore) -> None:
-    """The newest-N query walks the (conversation_id, id) index backwards and stops at N."""
+async def test_recent_is_one_bounded_index_scan(db_url: str, store: HistoryStore) -> None:
+    """One statement: the newest-N query walks the (conversation_id, id) index backwards and
+    stops at N; only those N turns are joined with their platform message ids and sorted."""
     await _fill(store, KEY, 2000)
     for i in range(40):  # newer conversations, so scanning all messages newest first is slow
         await _fill(store, ConversationKey("slack", "T1", "C2", str(i)), 50)
+    # A store that has not seen KEY yet looks it up by key once, then by the id it remembers.
+    fresh = await HistoryStore.open(db_url, migrate=False)
+    try:
+        await _check_recent_plans(fresh)
+    finally:
+        await fresh.close()
+
+
+async def _check_recent_plans(store: HistoryStore) -> None:
     statements: list[tuple[str, object]] = []
 
     def capture(_conn, _cursor, statement, parameters, _context, _many) -> None:  # type: ignore[no-untyped-def]
-        if "FROM messages" in statement and "platform_messages" not in statement:
+        if not statement.startswith("BEGIN"):
             statements.append((statement, parameters))
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        turns = await store.recent(KEY, limit=50)
-    finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", capture)
-    assert len(turns) == 50 and turns[-1].content == "m1999"
-    [(statement, parameters)] = statements
-    plan = await _explain(store, statement, parameters)
-    assert "ix_messages_conversation_id_id" in plan, plan
-    assert "TEMP B-TREE" not in plan.upper() and "Sort" not in plan, plan
+    for by_key in (True, False):
+        statements.clear()
+        event.listen(Engine, "before_cursor_execute", capture)
+        try:
+            turns = await store.recent(KEY, limit=50)
+        finally:
+            event.remove(Engine, "before_cursor_execute", capture)
+        assert len(turns) == 50 and turns[-1].content == "m1999"
+        assert turns[0].platform_message_ids == () and turns[-1].id is not None
+        [(statement, parameters)] = statements
+        assert ("FROM conversations" in statement) is by_key
+        await _assert_bounded_scan(store, statement, parameters)
+
+
+async def _assert_bounded_scan(store: HistoryStore, statement: str, parameters: object) -> None:
+    async with store.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        if store.dialect == "sqlite":
+            cursor = await driver.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            rows = list(await cursor.fetchall())  # (id, parent, notused, detail)
+            plan = "\n".join(str(row[-1]) for row in rows)
+            assert "SEARCH messages USING INDEX ix_messages_conversation_id_id" in plan, plan
+            assert "SCAN messages" not in plan, plan
+            # The only sort is of the final (bounded) rows, not inside the newest-N scan.
+            inner = {row[0] for row in rows if str(row[-1]).startswith("CO-ROUTINE")}
+            sorts = [row for row in rows if "TEMP B-TREE" in str(row[-1])]
+            assert all(row[1] not in inner for row in sorts), plan
+            return
+        rows = await driver.fetch(f"EXPLAIN {statement}", *parameters)  # type: ignore[misc]
+    lines = [row[0] for row in rows]
+    plan = "\n".join(lines)
+    assert "Index Scan Backward using ix_messages_conversation_id_id" in plan, plan
+    limit = next(i for i, line in enumerate(lines) if "Limit" in line)
+    assert not any("Sort" in line for line in lines[limit:]), plan
+    assert "Seq Scan on messages" not in plan, plan
 
 
 async def _fill(store: HistoryStore, key: ConversationKey, n: int) -> None:
@@ -255,18 +294,7 @@ async def _fill(store: HistoryStore, key: ConversationKey, n: int) -> None:
         )
         if store.dialect == "postgresql":
             await connection.execute(text("ANALYZE messages"))
-
-
-async def _explain(store: HistoryStore, statement: str, parameters: object) -> str:
-    async with store.engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        if store.dialect == "sqlite":
-            cursor = await driver.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            rows = await cursor.fetchall()
-            return "\n".join(str(row[-1]) for row in rows)
-        rows = await driver.fetch(f"EXPLAIN {statement}", *parameters)
-        return "\n".join(row[0] for row in rows)
+            await connection.execute(text("ANALYZE platform_messages"))
 
 
 async def test_concurrent_meta_updates_from_two_stores_lose_nothing(
@@ -293,11 +321,45 @@ async def test_sqlite_write_transactions_take_the_write_lock_up_front(tmp_path: 
         if statement.startswith("BEGIN"):
             begins.append(statement)
 
-    event.listen(store.engine.sync_engine, "before_cursor_execute", capture)
+    event.listen(Engine, "before_cursor_execute", capture)
     try:
         await store.append(KEY, user("hi"))
+        await store.append_and_load(KEY, user("again"), limit=5)
+        await store.update_meta(KEY, a=1)
+        assert begins == ["BEGIN IMMEDIATE"] * 3
+        begins.clear()
+        # Single statements are their own transaction: reads and event claims send no BEGIN.
         await store.recent(KEY, limit=5)
+        await store.get_meta(KEY)
+        await store.count(KEY)
+        await store.find_turn("slack", "x")
+        await store.claim_event("slack", "ev")
+        assert begins == []
     finally:
-        event.remove(store.engine.sync_engine, "before_cursor_execute", capture)
+        event.remove(Engine, "before_cursor_execute", capture)
         await store.close()
-    assert begins == ["BEGIN IMMEDIATE", "BEGIN"]
+
+
+async def test_sqlite_reads_do_not_wait_for_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    store = await HistoryStore.open(f"sqlite:///{path}")
+    await store.append(KEY, user("hi", "q1"))
+    await store.update_meta(KEY, a=1)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        started = time.monotonic()
+        assert [t.content for t in await store.recent(KEY, limit=5)] == ["hi"]
+        assert await store.get_meta(KEY) == {"a": 1}
+        assert await store.count(KEY) == 1
+        assert await store.find_turn("slack", "q1") is not None
+        assert time.monotonic() - started < 2  # far below the 10 s busy timeout
+        # A write waits for the lock (busy timeout), off the event loop, then goes through.
+        claim = asyncio.create_task(store.claim_event("slack", "ev"))
+        await asyncio.sleep(0.2)
+        assert not claim.done()
+        writer.execute("COMMIT")
+        assert await asyncio.wait_for(claim, 5) is True
+    finally:
+        writer.close()
+        await store.close()
