@@ -56,7 +56,7 @@ from bench._common import (
 )
 from bots.config import load_settings
 from bots.wiring import Runtime, build_runtime, freeze_startup_heap, llm_endpoint, service_config
-from core.context import build_window
+from core.context import TokenCounter, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn
 from core.llm import ChatCompletionsClient
 from core.service import ChatService
@@ -82,6 +82,7 @@ HOT_FUNCTIONS = (
     ("core/store/history.py", "claim_event"),
     ("core/store/history.py", "get_meta"),
     ("core/store/history.py", "append"),
+    ("core/store/history.py", "append_and_load"),
     ("core/store/history.py", "recent"),
     ("core/store/history.py", "_turn_of"),
     ("core/context/window.py", "build_window"),
@@ -258,19 +259,35 @@ async def server_version(store: HistoryStore) -> str:
         return f"PostgreSQL {version}"
 
 
-async def prefill(store: HistoryStore, conversations: int, seed: int = 7) -> list[ConversationKey]:
-    """One template of HISTORY turns, then `conversations` copies of it, one per iteration."""
+async def prefill(
+    store: HistoryStore, counter: TokenCounter, conversations: int, seed: int = 7
+) -> list[ConversationKey]:
+    """One template of HISTORY turns (token counts stored, as the service stores them), then
+    `conversations` copies of it, one per iteration."""
     rng = random.Random(seed)
     template = ConversationKey(PLATFORM, SPACE, CHANNEL, "template")
     for number in range(HISTORY // 2):
         question = prose(rng, 200, 400)
         await store.append(
             template,
-            Turn(Role.USER, question, "U1", "Ann", platform_message_ids=(f"q{number}",)),
+            Turn(
+                Role.USER,
+                question,
+                "U1",
+                "Ann",
+                platform_message_ids=(f"q{number}",),
+                token_count=counter.count(question, MODEL),
+            ),
         )
         answer = prose(rng, 300, 600)
         await store.append(
-            template, Turn(Role.ASSISTANT, answer, platform_message_ids=(f"a{number}",))
+            template,
+            Turn(
+                Role.ASSISTANT,
+                answer,
+                platform_message_ids=(f"a{number}",),
+                token_count=counter.count(answer, MODEL),
+            ),
         )
     tables = Conversation.metadata.tables
     conversations_table = tables["conversations"]
@@ -403,7 +420,9 @@ async def measure(kind: str, url: str, base_url: str, args: argparse.Namespace) 
         runtime.counter.warm_up(MODEL)
         count = args.warmup + args.runs
         started = time.perf_counter()
-        keys = await prefill(runtime.store, count + (args.profile_runs if args.profile else 0))
+        keys = await prefill(
+            runtime.store, runtime.counter, count + (args.profile_runs if args.profile else 0)
+        )
         version = await server_version(runtime.store)
         frozen = ", start-up heap frozen (gc.freeze)" if args.gc_freeze else ""
         print(

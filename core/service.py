@@ -188,20 +188,20 @@ class ChatService:
         self, inbound: Inbound, key: ConversationKey, sink: ReplySink, outcome: Outcome
     ) -> None:
         """Store the user turn, stream the model's answer into the sink, store the answer."""
-        meta = await self._store.get_meta(key)
-        params = self._params_for(meta)
-        await self._store.append(
-            key,
-            Turn(
-                role=Role.USER,
-                content=inbound.text,
-                author_id=inbound.author_id,
-                author_name=inbound.author_name,
-                platform_message_ids=(inbound.message_id,),
-                token_count=self._counter.count(inbound.text, params.model),
-            ),
+        user_turn = Turn(
+            role=Role.USER,
+            content=inbound.text,
+            author_id=inbound.author_id,
+            author_name=inbound.author_name,
+            platform_message_ids=(inbound.message_id,),
+            token_count=self._counter.count(inbound.text, self._config.params.model),
         )
-        window = await self._window(inbound, key, meta, params)
+        loaded = await self._store.append_and_load(
+            key, user_turn, limit=self._config.history_turns, platform_message_ids=False
+        )
+        meta = loaded.meta
+        params = self._params_for(meta)
+        window = self._window(inbound, loaded.turns, meta, params)
         notes_before: list[str] = []
         if window.dropped and not meta.get("truncation_noted"):
             notes_before.append(TRUNCATION_NOTE)
@@ -227,20 +227,17 @@ class ChatService:
             self._counter.calibrate(params.model, window.prompt_tokens, answer.usage.prompt_tokens)
         await self._store_answer(key, answer, outcome, params.model)
 
-    async def _window(
-        self, inbound: Inbound, key: ConversationKey, meta: Mapping[str, Any], params: ChatParams
+    def _window(
+        self, inbound: Inbound, turns: list[Turn], meta: Mapping[str, Any], params: ChatParams
     ) -> Window:
         """The messages to send: system prompt and the newest turns since /new that fit."""
         since = int(meta.get("since_turn", 0))
-        turns = [
-            t
-            for t in await self._store.recent(key, limit=self._config.history_turns)
-            if t.id is not None and t.id > since
-        ]
+        current = turns[-1]
+        prior = [t for t in turns[:-1] if t.id is not None and t.id > since]
         return build_window(
             self._config.system_prompt,
-            turns[:-1],
-            turns[-1],
+            prior,
+            current,
             context_tokens=self._config.context_window,
             reply_tokens=self._reply_budget(params),
             counter=self._counter,
@@ -280,7 +277,6 @@ class ChatService:
         """Persist choice 0 as the assistant turn (complete, partial or failed)."""
         text, status = answer.texts.get(0, ""), answer.status()
         message_ids = tuple(mid for result in outcome.results for mid in result.message_ids)
-        usage = answer.usage
         await self._store.append(
             key,
             Turn(
@@ -288,7 +284,7 @@ class ChatService:
                 content=text,
                 status=status,
                 platform_message_ids=message_ids,
-                token_count=usage.completion_tokens if usage else self._counter.count(text, model),
+                token_count=self._counter.count(text, model),
             ),
         )
         outcome.text, outcome.status = text, status
