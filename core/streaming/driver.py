@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
@@ -23,9 +24,11 @@ from core.errors import SinkError, SinkRateLimited, SinkRejected
 from core.streaming.pacer import Pacer, Priority
 from core.streaming.policy import StreamPolicy
 from core.streaming.sink import ReplySink, SinkLimits, WriteKind
-from core.streaming.split import Cut, cut_full_part, finish_text, visible_preview
+from core.streaming.split import Cut, GrowingPreview, cut_full_part, finish_text
 
 log = logging.getLogger(__name__)
+
+_NON_SPACE = re.compile(r"\S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,8 @@ class ReplyStream:
         self._writer: asyncio.Task[None] | None = None
         self._typing: asyncio.Task[None] | None = None
         self._typing_in_call = False
+        self._view = GrowingPreview(self._limits.max_length, self._limits.measure)
+        self._message: tuple[str, int, str, str] | None = None  # (text, base, reopen, message)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -329,12 +334,25 @@ class ReplyStream:
     # -- text state ------------------------------------------------------------------------
 
     def _message_text(self) -> str:
-        return self._reopen + self._text[self._base :]
+        cached = self._message
+        if (
+            cached is not None
+            and cached[0] is self._text
+            and cached[1] == self._base
+            and cached[2] is self._reopen
+        ):
+            return cached[3]
+        message = self._reopen + self._text[self._base :]
+        self._message = (self._text, self._base, self._reopen, message)
+        return message
 
     def _next_cut(self, *, final: bool) -> Cut | None:
         limits = self._limits
+        message = self._message_text()
+        if limits.max_length >= 1 and self._view.fits(message):
+            return None  # the common case, without measuring the whole message again
         return cut_full_part(
-            self._message_text(),
+            message,
             limits.max_length,
             limits.measure,
             keep=len(self._reopen),
@@ -342,10 +360,11 @@ class ReplyStream:
         )
 
     def _preview(self) -> str:
+        """`visible_preview` of the open message; work in proportion to the text added."""
         message = self._message_text()
-        if not message[len(self._reopen) :].strip():
+        if _NON_SPACE.search(message, len(self._reopen)) is None:
             return ""
-        return visible_preview(message, self._limits.max_length, self._limits.measure)
+        return self._view.preview(message)
 
     def _close_message(self) -> None:
         self._message_id = None

@@ -1,4 +1,10 @@
-"""Scan Markdown for what a cut must respect: code fences, atomic spans and emphasis pairs."""
+"""Scan Markdown for what a cut must respect: code fences, atomic spans and emphasis pairs.
+
+`scan` reads a whole text. `ResumableScan` serves a text that grows by appending (a streaming
+answer): it remembers resume points - positions where the scan state is known and nothing before
+them can change whatever text follows - and rescans only from the last one, so an update costs
+time in proportion to the new text rather than to the whole text.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,11 @@ _OPEN_TAIL = re.compile(
     r"(?:!?\[[^\[\]\n]{0,300}(?:\](?:\([^()\n]{0,2000})?)?"  # a link still arriving
     r"|<[^<>\s]{0,300}"  # a mention or <url> still arriving
     r"|(?:https?|ftp)://[^\s<>()\[\]]*)\Z"  # a URL still arriving
+)
+# A link, mention or <url> that has started, contains a space and could still complete: a scan
+# resumed after that space could miss the atomic span (see `_resume_point`).
+_SPACED_PARTIAL = re.compile(
+    r"(?:!?\[[^\[\]\n]*(?:\]\([^()\n]*)?|<(?:[@#!]|(?:https?|mailto|tel):)[^<>\n]*)\Z"
 )
 _EMPHASIS = re.compile(r"\*+|_+|~+")
 _EMPHASIS_MARKERS = frozenset({"*", "**", "***", "_", "__", "~~"})
@@ -107,15 +118,145 @@ class Markup:
 def scan(text: str, *, final: bool) -> Markup:
     """Find fences, atomic spans and emphasis pairs; `final=False` treats the end as unfinished."""
     markup = Markup(text)
-    markup.fences = _scan_fences(text)
-    prose_start = 0
-    for fence in markup.fences:
-        _scan_prose(markup, prose_start, fence.start, final=final)
-        prose_start = fence.end
-    if prose_start < len(text) or not markup.fences:
-        _scan_prose(markup, prose_start, len(text), final=final)
+    _scan_from(markup, _START, final=final)
     markup.pairs.sort(key=lambda pair: pair.open_start)
     return markup
+
+
+_Open = tuple[str, int, int]  # emphasis still open: (marker, open_start, open_end)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """Where a scan can start over: nothing before `pos` changes whatever text follows it.
+
+    A point is a fact about `text[:pos]` alone, so it holds for every text with that prefix.
+    """
+
+    pos: int
+    last_fence: Fence | None = None  # the last fence that ends at or before `pos`
+    stack: tuple[_Open, ...] = ()  # emphasis open at `pos` (prose)
+    fence: Fence | None = None  # `pos` starts a line inside this fence's content (unclosed)
+
+
+_START = ResumePoint(0)
+
+
+@dataclass(frozen=True, slots=True)
+class TailScan:
+    """What a preview needs from a streaming (`final=False`) scan of one text."""
+
+    last_fence: Fence | None
+    open_tail: int | None
+    open_pairs: list[Pair]  # pairs with `close_start is None`, by `open_start`
+
+
+class ResumableScan:
+    """`scan(text, final=False)` of a text that grows by appending, rescanning only its tail.
+
+    Call `sync(text)` with the whole current text, then `tail(prefix)` with that text or any
+    prefix of it (a preview trims from the end and scans again). Scanning the synced text itself
+    also finds a new resume point near its end. A text that does not start with the previous one
+    drops the points it no longer shares (a full rescan in general).
+    """
+
+    __slots__ = ("_points", "_text")
+
+    _KEEP = 8  # recent points kept: a trimmed prefix scans from the last one before it
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._points: list[ResumePoint] = []
+
+    def sync(self, text: str) -> None:
+        """Make `text` the current text; keeps the points of the prefix it shares."""
+        old = self._text
+        if text is old:
+            return
+        if not text.startswith(old):
+            if old.startswith(text):
+                self._points = [point for point in self._points if point.pos <= len(text)]
+            else:
+                self._points = []
+        self._text = text
+
+    def tail(self, text: str) -> TailScan:
+        """The streaming scan of `text`, which must be the synced text or a prefix of it."""
+        size = len(text)
+        start = _START
+        for point in reversed(self._points):
+            if point.pos <= size:
+                start = point
+                break
+        markup = Markup(text)
+        advance = size == len(self._text)
+        found = _scan_from(markup, start, final=False, probe=advance)
+        if found is not None and found.pos > (self._points[-1].pos if self._points else 0):
+            self._points.append(found)
+            if len(self._points) > self._KEEP:
+                del self._points[0]
+        open_pairs = [pair for pair in markup.pairs if pair.close_start is None]
+        if len(open_pairs) > 1:
+            open_pairs.sort(key=lambda pair: pair.open_start)
+        last = markup.fences[-1] if markup.fences else start.last_fence
+        return TailScan(last, markup.open_tail, open_pairs)
+
+
+def _scan_from(
+    markup: Markup, start: ResumePoint, *, final: bool, probe: bool = False
+) -> ResumePoint | None:
+    """Scan `markup.text` from `start` into `markup`; with `probe`, the last resume point found.
+
+    From `_START` this is the whole scan. From a later point the lists only hold what starts at
+    or after it (plus pairs closed after it whose opener came before).
+    """
+    text = markup.text
+    pos, stack, last_fence = start.pos, start.stack, start.last_fence
+    found: ResumePoint | None = None
+    resumed = start.fence
+    if resumed is not None:
+        fence = _finish_fence(text, resumed.start, resumed.content_start, resumed.opener, pos)
+        markup.fences.append(fence)
+        if not fence.closed:
+            return _fence_point(text, fence, last_fence, pos) if probe else None
+        if probe and text[fence.end - 1] == "\n":
+            found = ResumePoint(fence.end, fence)
+        pos, stack, last_fence = fence.end, (), fence
+    first = len(markup.fences)
+    markup.fences.extend(_scan_fences(text, pos))
+    prose_start = pos
+    for fence in markup.fences[first:]:
+        paragraph, _ = _scan_prose(markup, prose_start, fence.start, final=final, stack=stack)
+        stack = ()
+        if probe:
+            if paragraph is not None:
+                found = ResumePoint(paragraph, last_fence)
+            if fence.closed:
+                if text[fence.end - 1] == "\n":
+                    found = ResumePoint(fence.end, fence)
+            elif fence.opener_complete:
+                found = _fence_point(text, fence, last_fence, fence.start) or found
+        last_fence = fence
+        prose_start = fence.end
+    paragraph, inline = _scan_prose(
+        markup, prose_start, len(text), final=final, stack=stack, probe=probe
+    )
+    if probe:
+        if paragraph is not None:
+            found = ResumePoint(paragraph, last_fence)
+        if inline is not None:
+            found = ResumePoint(inline[0], last_fence, inline[1])
+    return found
+
+
+def _fence_point(
+    text: str, fence: Fence, last_fence: Fence | None, floor: int
+) -> ResumePoint | None:
+    """The start of the last line inside an unclosed fence: no line before it can close it."""
+    line_start = text.rfind("\n") + 1
+    if line_start <= floor or line_start < fence.content_start:
+        return None
+    return ResumePoint(line_start, last_fence, (), fence)
 
 
 def grapheme_safe(text: str, pos: int) -> bool:
@@ -144,10 +285,9 @@ def _is_regional(char: str) -> bool:
     return 0x1F1E6 <= ord(char) <= 0x1F1FF
 
 
-def _scan_fences(text: str) -> list[Fence]:
+def _scan_fences(text: str, pos: int = 0) -> list[Fence]:
     fences: list[Fence] = []
     size = len(text)
-    pos = 0
     while (match := _FENCE_LINE.search(text, pos)) is not None:
         line_start = match.start()
         newline = text.find("\n", line_start)
@@ -156,38 +296,58 @@ def _scan_fences(text: str) -> list[Fence]:
         if opened is None or (opened[2][0] == "`" and "`" in opened[3]):
             pos = line_end + 1
             continue
-        indent, marker = opened[1], opened[2]
-        content_start = size if newline < 0 else newline + 1
-        close_line = _find_closer(text, content_start, marker)
-        if close_line is None:
+        opener = text[line_start:line_end]
+        if newline < 0:
             fences.append(
                 Fence(
                     start=line_start,
-                    content_start=content_start,
+                    content_start=size,
                     content_end=size,
                     end=size,
-                    opener=text[line_start:line_end],
-                    closer=indent + marker,
+                    opener=opener,
+                    closer=opened[1] + opened[2],
                     closed=False,
-                    opener_complete=newline >= 0,
+                    opener_complete=False,
                 )
             )
             break
-        close_start, close_end = close_line
-        fences.append(
-            Fence(
-                start=line_start,
-                content_start=content_start,
-                content_end=close_start,
-                end=close_end,
-                opener=text[line_start:line_end],
-                closer=indent + marker,
-                closed=True,
-                opener_complete=True,
-            )
-        )
-        pos = close_end
+        fence = _finish_fence(text, line_start, newline + 1, opener, newline + 1)
+        fences.append(fence)
+        if not fence.closed:
+            break
+        pos = fence.end
     return fences
+
+
+def _finish_fence(text: str, start: int, content_start: int, opener: str, pos: int) -> Fence:
+    """The fence opened by the complete line `opener`, its closing line searched from `pos`."""
+    opened = _FENCE_OPEN.fullmatch(opener)
+    assert opened is not None
+    indent, marker = opened[1], opened[2]
+    size = len(text)
+    close_line = _find_closer(text, pos, marker)
+    if close_line is None:
+        return Fence(
+            start=start,
+            content_start=content_start,
+            content_end=size,
+            end=size,
+            opener=opener,
+            closer=indent + marker,
+            closed=False,
+            opener_complete=True,
+        )
+    close_start, close_end = close_line
+    return Fence(
+        start=start,
+        content_start=content_start,
+        content_end=close_start,
+        end=close_end,
+        opener=opener,
+        closer=indent + marker,
+        closed=True,
+        opener_complete=True,
+    )
 
 
 def _find_closer(text: str, pos: int, marker: str) -> tuple[int, int] | None:
@@ -204,11 +364,27 @@ def _find_closer(text: str, pos: int, marker: str) -> tuple[int, int] | None:
     return None
 
 
-def _scan_prose(markup: Markup, lo: int, hi: int, *, final: bool) -> None:
-    """Inline constructs of the text between two fences."""
+def _scan_prose(
+    markup: Markup,
+    lo: int,
+    hi: int,
+    *,
+    final: bool,
+    stack: tuple[_Open, ...] = (),
+    probe: bool = False,
+) -> tuple[int | None, tuple[int, tuple[_Open, ...]] | None]:
+    """Inline constructs of the text between two fences, `stack` open at `lo`.
+
+    Returns where the last blank line ends (a fresh start) and, with `probe` on the part that
+    runs to the end, a later resume point inside the last paragraph with the emphasis open there.
+    """
     text = markup.text
     runs_to_end = hi == len(text) and not final
-    breaks = [match.start() for match in _BLANK_LINE.finditer(text, lo, hi)]
+    breaks: list[int] = []
+    paragraph: int | None = None
+    for match in _BLANK_LINE.finditer(text, lo, hi):
+        breaks.append(match.start())
+        paragraph = match.end()
     last_paragraph = breaks[-1] + 1 if breaks else lo
     masked = bytearray(hi - lo)
 
@@ -225,7 +401,43 @@ def _scan_prose(markup: Markup, lo: int, hi: int, *, final: bool) -> None:
         if tail is not None and not masked[tail.start() - lo] and tail.start() < hi:
             markup.open_tail = tail.start()
             mask(tail.start(), hi)
-    _scan_emphasis(markup, lo, hi, breaks, runs_to_end, masked)
+    resume = None
+    if probe and runs_to_end:
+        resume = _resume_point(text, lo if paragraph is None else paragraph, hi, masked, lo)
+    open_at = _scan_emphasis(markup, lo, hi, breaks, runs_to_end, masked, stack, resume)
+    if resume is None or open_at is None:
+        return paragraph, None
+    return paragraph, (resume, open_at)
+
+
+def _resume_point(text: str, floor: int, hi: int, masked: bytearray, lo: int) -> int | None:
+    """The last position in (floor, hi] a scan of any longer text may start over from.
+
+    It follows a space that follows a character other than a space, tab or newline, so no blank
+    line, emphasis run or bare URL spans it; it is not inside a code span, atomic span or open
+    tail (those never end with a space, so a masked space means one runs on past it), not on a
+    fence line, and no link, mention or <url> that contains a space starts before it on its line
+    and could still complete. `floor` is a resume point or a line start, so nothing before it
+    can.
+    """
+    limit = hi
+    while (space := text.rfind(" ", floor, limit)) > 0:
+        if masked[space - lo]:
+            limit = lo + masked.rfind(b"\x00", 0, space - lo) + 1
+            continue
+        if text[space - 1] in " \t\n":
+            limit = space
+            continue
+        line_start = text.rfind("\n", 0, space) + 1
+        if _FENCE_LINE.match(text, line_start) is not None:
+            limit = line_start
+            continue
+        partial = _SPACED_PARTIAL.search(text, max(floor, line_start), space + 1)
+        if partial is not None:
+            limit = partial.start()
+            continue
+        return space + 1
+    return None
 
 
 def _scan_code_spans(
@@ -272,12 +484,18 @@ def _scan_emphasis(
     breaks: list[int],
     runs_to_end: bool,
     masked: bytearray,
-) -> None:
+    stack_at_lo: tuple[_Open, ...] = (),
+    snapshot_at: int | None = None,
+) -> tuple[_Open, ...] | None:
+    """Emphasis pairs; returns the emphasis open at `snapshot_at` (a scan may resume there)."""
     text = markup.text
-    stack: list[tuple[str, int, int]] = []
+    stack: list[_Open] = list(stack_at_lo)
+    snapshot: tuple[_Open, ...] | None = None
     next_break = 0
     for match in _EMPHASIS.finditer(text, lo, hi):
         start, end = match.span()
+        if snapshot_at is not None and snapshot is None and start >= snapshot_at:
+            snapshot = _open_at(stack, breaks, next_break, snapshot_at)
         if masked[start - lo]:
             continue
         while next_break < len(breaks) and breaks[next_break] < start:
@@ -301,6 +519,16 @@ def _scan_emphasis(
             markup.pairs.append(Pair(marker, open_start, open_end, start, end, False))
         elif can_open and end < hi:
             stack.append((run, start, end))
+    if snapshot_at is not None and snapshot is None:
+        snapshot = _open_at(stack, breaks, next_break, snapshot_at)
     if runs_to_end and next_break == len(breaks):
         for marker, open_start, open_end in stack:
             markup.pairs.append(Pair(marker, open_start, open_end, None, None, False))
+    return snapshot
+
+
+def _open_at(stack: list[_Open], breaks: list[int], next_break: int, pos: int) -> tuple[_Open, ...]:
+    """The emphasis open at `pos`: a blank line before it not yet applied closes everything."""
+    if next_break < len(breaks) and breaks[next_break] < pos:
+        return ()
+    return tuple(stack)

@@ -32,8 +32,10 @@ def count_chars(text: str) -> int:
 
 
 def count_utf16(text: str) -> int:
-    """Length in UTF-16 code units (Telegram)."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    """Length in UTF-16 code units (Telegram): 2 for a character beyond U+FFFF, else 1."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2  # a lone surrogate counts 1
 
 
 @dataclass(frozen=True, slots=True)

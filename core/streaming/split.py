@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from core.streaming.markup import Markup, grapheme_safe, scan
-from core.streaming.sink import count_chars
+from core.streaming.markup import Markup, ResumableScan, TailScan, grapheme_safe, scan
+from core.streaming.sink import count_chars, count_utf16
 
 Measure = Callable[[str], int]
 
@@ -24,7 +24,9 @@ _LINE = re.compile(r"\n")
 _SENTENCE = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*\s+")
 _WORD = re.compile(r"\s+")
 _PARTIAL_CLOSER = re.compile(r" {0,3}(?:`+|~+)")
-_TRAILING_MARKERS = re.compile(r"[*_~`]+\Z")
+_MARKER_CHARS = "*_~`"
+_NON_SPACE = re.compile(r"\S")
+_ADDITIVE: tuple[Measure, ...] = (count_chars, count_utf16)  # measure(a + b) == sum of both
 _SLACK = 64  # candidates this far past the last fitting position may still fit after stripping
 
 
@@ -142,24 +144,115 @@ def visible_preview(
 
     With `max_length`, the tail is trimmed until the preview (with its added markup) fits.
     """
-    shown = _preview(text)
+    body, added = _preview(text, _full_scan)
+    shown = body + added
     if max_length is None or measure(shown) <= max_length:
         return shown
+    return _trimmed_preview(text, max_length, measure, _full_scan)
+
+
+class GrowingPreview:
+    """`visible_preview` and the fit check of one message whose text grows by appending.
+
+    The streaming driver asks after every model delta; each call costs time in proportion to
+    the text added since the previous one (the markup scan resumes near the end, an additive
+    `measure` is kept as a running total), not to the whole text. Any other text works too: one
+    that does not extend the previous text is measured and scanned again from the start.
+    """
+
+    __slots__ = (
+        "_additive",
+        "_max_length",
+        "_measure",
+        "_scan",
+        "_shown",
+        "_shown_for",
+        "_size",
+        "_text",
+    )
+
+    def __init__(self, max_length: int, measure: Measure = count_chars) -> None:
+        self._max_length = max_length
+        self._measure = measure
+        self._additive = measure in _ADDITIVE
+        self._scan = ResumableScan()
+        self._text = ""
+        self._size = measure("")
+        self._shown_for: str | None = None
+        self._shown = ""
+
+    def measure(self, text: str) -> int:
+        """`measure(text)`."""
+        self._sync(text)
+        return self._size
+
+    def fits(self, text: str) -> bool:
+        """`measure(text) <= max_length`: whether `text` needs no cut yet."""
+        self._sync(text)
+        return self._size <= self._max_length
+
+    def preview(self, text: str) -> str:
+        """`visible_preview(text, max_length, measure)`; an unchanged text is not redone."""
+        if text == self._shown_for:
+            return self._shown
+        self._sync(text)
+        scan = self._scan
+        body, added = _preview(text, scan.tail)
+        if self._additive:
+            measure = self._measure
+            size = self._size - measure(text[len(body) :]) + measure(added)
+        else:
+            size = self._measure(body + added)
+        if size <= self._max_length:
+            shown = body + added
+        else:
+            shown = _trimmed_preview(text, self._max_length, self._measure, scan.tail)
+        self._shown_for, self._shown = text, shown
+        return shown
+
+    def _sync(self, text: str) -> None:
+        old = self._text
+        if text is old:
+            return
+        if self._additive and text.startswith(old):
+            self._size += self._measure(text[len(old) :])
+        else:
+            self._size = self._measure(text)
+        self._scan.sync(text)
+        self._text = text
+
+
+def _trimmed_preview(
+    text: str, max_length: int, measure: Measure, summarize: Callable[[str], TailScan]
+) -> str:
+    """The preview of the longest prefix of `text` whose preview fits in `max_length`."""
     pos = _limit_pos(text, max_length, measure)
     while pos > 0:
         while pos > 0 and not grapheme_safe(text, pos):
             pos -= 1
-        shown = _preview(text[:pos])
+        body, added = _preview(text[:pos], summarize)
+        shown = body + added
         if measure(shown) <= max_length:
             return shown
         pos -= 8
     return ""
 
 
-def _preview(text: str) -> str:
+def _full_scan(text: str) -> TailScan:
+    markup = scan(text, final=False)
+    last = markup.fences[-1] if markup.fences else None
+    open_pairs = [pair for pair in markup.pairs if pair.close_start is None]
+    return TailScan(last, markup.open_tail, open_pairs)
+
+
+def _preview(text: str, summarize: Callable[[str], TailScan]) -> tuple[str, str]:
+    """(a prefix of `text`, markup to add after it): the preview of a still-growing `text`.
+
+    `summarize` scans `text` or a prefix of it (the loop trims from the end and scans again).
+    """
     for _ in range(16):  # every round hides something, so this ends quickly
-        markup = scan(text, final=False)
-        last = markup.fences[-1] if markup.fences else None
+        scanned = summarize(text)
+        last = scanned.last_fence
         if last is not None and not last.closed:
             if not last.opener_complete:
                 text = text[: last.start].rstrip()
@@ -168,26 +261,28 @@ def _preview(text: str) -> str:
             line_start = body.rfind("\n") + 1
             if line_start >= last.content_start and _PARTIAL_CLOSER.fullmatch(body, line_start):
                 body = body[:line_start]
-            if not body.endswith("\n"):
-                body += "\n"
-            return body + last.closer
+            return body, ("" if body.endswith("\n") else "\n") + last.closer
         prose_start = last.end if last is not None else 0
         trimmed = text.rstrip()
         if len(trimmed) > prose_start:
-            trimmed = trimmed[:prose_start] + _TRAILING_MARKERS.sub("", trimmed[prose_start:])
-            trimmed = trimmed.rstrip()
-        if markup.open_tail is not None and markup.open_tail < len(trimmed):
-            trimmed = trimmed[: markup.open_tail].rstrip()
+            # hide markers dangling at the end of the prose (the fence line itself is kept)
+            keep = max(prose_start, len(trimmed.rstrip(_MARKER_CHARS)))
+            if keep < len(trimmed):
+                trimmed = trimmed[:keep].rstrip()
+        if scanned.open_tail is not None and scanned.open_tail < len(trimmed):
+            trimmed = trimmed[: scanned.open_tail].rstrip()
         if trimmed != text:
             text = trimmed
             continue
-        still_open = [pair for pair in markup.pairs if pair.close_start is None]
-        empty = next((pair for pair in still_open if not text[pair.open_end :].strip()), None)
+        still_open = scanned.open_pairs
+        empty = next(
+            (pair for pair in still_open if _NON_SPACE.search(text, pair.open_end) is None), None
+        )
         if empty is not None:
             text = text[: empty.open_start].rstrip()
             continue
-        return text + "".join(pair.marker for pair in reversed(still_open))
-    return text
+        return text, "".join(pair.marker for pair in reversed(still_open))
+    return text, ""
 
 
 def _limit_pos(text: str, max_length: int, measure: Measure) -> int:

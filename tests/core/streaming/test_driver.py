@@ -19,7 +19,9 @@ from core.streaming import (
     StreamPolicy,
     WriteKind,
     count_utf16,
+    markup,
 )
+from core.streaming.markup import ResumePoint
 from tests.fakes.budget_sink import Budget, BudgetSink, Platform
 from tests.fakes.random_markdown import random_markdown
 from tests.fakes.virtual_clock import VirtualClock
@@ -146,6 +148,34 @@ async def test_dangling_markup_is_hidden_while_streaming(clock: VirtualClock) ->
         assert record.text.count("```") % 2 == 0, record.text
         assert record.text.count("**") % 2 == 0, record.text
     assert sink.texts() == [text]
+
+
+async def test_each_write_scans_only_the_new_text(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sink without an edit interval gets a write per update; none rescans the whole text."""
+    scanned: list[int] = []
+    real = markup._scan_from
+
+    def spy(
+        found: markup.Markup, start: ResumePoint, *, final: bool, probe: bool = False
+    ) -> ResumePoint | None:
+        scanned.append(len(found.text) - start.pos)
+        return real(found, start, final=final, probe=probe)
+
+    monkeypatch.setattr(markup, "_scan_from", spy)
+    platform = Platform(clock)
+    sink = platform.sink(SinkLimits(max_length=100_000, measure=count_utf16))
+    stream = make_driver(clock).open(sink)
+    rng = random.Random(8)
+    text = "\n\n".join(random_markdown(rng) for _ in range(6))
+    assert len(text) > 3000
+    await produce(stream, clock, text, chunk=3, every=0.05)
+    streamed = scanned[:]
+    result = await stream.finish(text)
+    assert result.delivered and sink.all_final()
+    assert result.writes >= len(text) // 3 * 0.9  # about one edit per update
+    assert max(streamed) <= 200  # bounded by the new text, not by the message
 
 
 async def test_long_answer_rolls_over_into_several_messages(clock: VirtualClock) -> None:

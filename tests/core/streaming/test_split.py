@@ -1,9 +1,11 @@
-"""Splitting: boundaries, fences, inline markup, UTF-16 measure, previews, and random texts."""
+"""Splitting: boundaries, fences, inline markup, UTF-16 measure, previews, random texts, and
+incremental previews of growing texts."""
 
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -11,12 +13,14 @@ from core.streaming import (
     count_chars,
     count_utf16,
     cut_full_part,
+    markup,
     split_final,
     split_pieces,
     take_full_part,
     visible_preview,
 )
-from core.streaming.markup import grapheme_safe
+from core.streaming.markup import ResumableScan, ResumePoint, grapheme_safe, scan
+from core.streaming.split import GrowingPreview
 from tests.fakes.random_markdown import random_markdown
 
 FENCE_LINE = re.compile(r"^ {0,3}(?:```|~~~)", re.MULTILINE)
@@ -294,3 +298,114 @@ def test_random_prefixes_preview_within_limits(seed: int) -> None:
         assert count_utf16(shown) <= 100
         assert fence_lines(shown) % 2 == 0, shown
         assert outside_code(shown).count("**") % 2 == 0, shown
+
+
+# -- incremental previews of growing texts ----------------------------------------------------
+
+# Pieces that stress where a resumed scan could go wrong: markup split across updates, links and
+# mentions with spaces (complete, partial, or swallowing other tokens), fence-like lines,
+# blank lines made of spaces, lone markers.
+FRAGMENTS = [
+    "**", "*", "_", "__", "~~", "`", "``", "```", "~~~", "```py\n", "\n```\n", "\n   ```\n",
+    "````", "```a`b\n", "\n\n", "\n", "\n \n", " ", "  ", "    ", "\t", "[", "]", "(", ")",
+    "](", "<", ">", "!", ":", "<@U1", "<#C1|a b>", "<!here>", "<h", "<https://x y>",
+    "<mailto:a b", "<@U [a](b) more>", "http://e.x/a", "https://", "![i](u)", "[a b](c d)",
+    "`code`", "word", "x", "snake_case", ".", "\u00e9", "\U0001f600", "\u200d",
+]  # fmt: skip
+
+
+def tricky_markdown(rng: random.Random) -> str:
+    return "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(1, 150)))
+
+
+def random_text(rng: random.Random) -> str:
+    return random_markdown(rng) if rng.random() < 0.6 else tricky_markdown(rng)
+
+
+def assert_same_preview(
+    view: GrowingPreview, text: str, max_length: int, measure: Callable[[str], int]
+) -> None:
+    assert view.preview(text) == visible_preview(text, max_length, measure), repr(text)
+    assert view.measure(text) == measure(text)
+    assert view.fits(text) == (measure(text) <= max_length)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_incremental_preview_equals_the_full_preview_on_every_prefix(seed: int) -> None:
+    rng = random.Random(2000 + seed)
+    text = random_markdown(rng) if seed % 2 else tricky_markdown(rng) + random_markdown(rng)
+    text = text[:1600]
+    # a limit the text stays under (the driver cuts before), and one its previews outgrow
+    for max_length, measure, upto in ((10**6, count_chars, len(text)), (120, count_utf16, 400)):
+        view = GrowingPreview(max_length, measure)
+        for end in range(min(upto, len(text)) + 1):
+            assert_same_preview(view, text[:end], max_length, measure)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_incremental_preview_follows_texts_that_shrink_or_change(seed: int) -> None:
+    rng = random.Random(3000 + seed)
+    max_length, measure = rng.choice([(10**6, count_chars), (150, count_utf16), (60, count_chars)])
+    view = GrowingPreview(max_length, measure)
+    source = random_text(rng)
+    text = ""
+    for _ in range(250):
+        roll = rng.random()
+        if roll < 0.55:  # grow (mostly along the source, like a model)
+            if source.startswith(text) and len(text) < len(source):
+                text = source[: len(text) + rng.randint(1, 8)]
+            else:
+                text += rng.choice(FRAGMENTS)
+        elif roll < 0.7:  # shrink to a prefix
+            text = text[: rng.randint(0, len(text))]
+        elif roll < 0.85 and text:  # change something before the end
+            at = rng.randrange(len(text))
+            text = text[:at] + rng.choice(FRAGMENTS) + text[at + 1 :]
+        elif roll < 0.95:  # the same text again, as a new object
+            text = "".join(list(text))
+        else:  # something else entirely
+            source = random_text(rng)
+            text = source[: rng.randint(0, len(source))]
+        assert_same_preview(view, text, max_length, measure)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_resumed_scan_matches_a_full_scan(seed: int) -> None:
+    """What a preview reads from a scan, for the growing text and for prefixes trimmed off it."""
+    rng = random.Random(4000 + seed)
+    text = (random_text(rng) + random_text(rng))[:1500]
+    resumable = ResumableScan()
+    for end in range(len(text) + 1):
+        current = text[:end]
+        resumable.sync(current)
+        for size in sorted({end, max(0, end - rng.randint(1, 40))}):
+            prefix = current[:size]
+            tail = resumable.tail(prefix)
+            full = scan(prefix, final=False)
+            assert tail.last_fence == (full.fences[-1] if full.fences else None), prefix
+            assert tail.open_tail == full.open_tail, prefix
+            assert tail.open_pairs == [p for p in full.pairs if p.close_start is None], prefix
+
+
+def test_incremental_preview_rescans_only_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    scanned: list[int] = []
+    real = markup._scan_from
+
+    def spy(
+        found: markup.Markup, start: ResumePoint, *, final: bool, probe: bool = False
+    ) -> ResumePoint | None:
+        scanned.append(len(found.text) - start.pos)
+        return real(found, start, final=final, probe=probe)
+
+    monkeypatch.setattr(markup, "_scan_from", spy)
+    rng = random.Random(5)
+    text = "\n\n".join(random_markdown(rng) for _ in range(8))
+    assert len(text) > 4000
+    view = GrowingPreview(10**6, count_utf16)
+    for end in range(1, len(text) + 4, 4):
+        view.preview(text[:end])
+    assert max(scanned) <= 200  # the text since a resume point near the end, not the message
+    calls = len(scanned)
+    view.preview(text)
+    view.preview("".join(list(text)))
+    assert len(scanned) == calls  # an unchanged text is not scanned again
