@@ -121,28 +121,37 @@ class ChatService:
         self._locks = KeyedLocks()
 
     async def handle(self, inbound: Inbound, sink: ReplySink) -> Outcome:
-        """Answer `inbound` in `sink`; never raises (one broad catch per inbound message)."""
+        """Answer `inbound` in `sink`; never raises (one broad catch per inbound message).
+
+        Each platform event is answered once: an ordinary message claims its event id in the
+        transaction that stores it; commands and branches claim it before doing anything.
+        """
         outcome = Outcome()
         try:
-            event_id = inbound.event_id or f"message:{inbound.key.channel}:{inbound.message_id}"
-            if not await self._store.claim_event(inbound.key.platform, event_id):
+            claim = (inbound.key.platform, _event_id(inbound))
+            command = parse_command(inbound.text)
+            key, fork_from = await self._resolve(inbound)
+            if (command is not None or fork_from is not None) and not await self._claim(claim):
                 outcome.skipped = "duplicate"
                 return outcome
-            key, fork_from = await self._resolve(inbound)
             async with self._locks.hold(key):
                 if fork_from is not None:
                     key = await self._fork(inbound, key, fork_from)
                 outcome.key = key
-                command = parse_command(inbound.text)
                 if command is not None:
                     await self._run_command(command, inbound, key, sink, outcome)
                 else:
-                    await self._answer(inbound, key, sink, outcome)
+                    await self._answer(
+                        inbound, key, sink, outcome, claim=None if fork_from is not None else claim
+                    )
         except Exception as exc:  # one broad catch per inbound message
             log.exception("failed to handle message %s in %s", inbound.message_id, inbound.key)
             outcome.error = type(exc).__name__
             await self._apologise(sink, exc)
         return outcome
+
+    async def _claim(self, claim: tuple[str, str]) -> bool:
+        return await self._store.claim_event(*claim)
 
     async def _resolve(self, inbound: Inbound) -> tuple[ConversationKey, int | None]:
         """Find the conversation: a reply's conversation, else the adapter's key."""
@@ -185,7 +194,13 @@ class ChatService:
         return fork_key
 
     async def _answer(
-        self, inbound: Inbound, key: ConversationKey, sink: ReplySink, outcome: Outcome
+        self,
+        inbound: Inbound,
+        key: ConversationKey,
+        sink: ReplySink,
+        outcome: Outcome,
+        *,
+        claim: tuple[str, str] | None,
     ) -> None:
         """Store the user turn, stream the model's answer into the sink, store the answer."""
         user_turn = Turn(
@@ -197,8 +212,15 @@ class ChatService:
             token_count=self._counter.count(inbound.text, self._config.params.model),
         )
         loaded = await self._store.append_and_load(
-            key, user_turn, limit=self._config.history_turns, platform_message_ids=False
+            key,
+            user_turn,
+            limit=self._config.history_turns,
+            platform_message_ids=False,
+            claim=claim,
         )
+        if loaded is None:
+            outcome.skipped = "duplicate"
+            return
         meta = loaded.meta
         params = self._params_for(meta)
         window = self._window(inbound, loaded.turns, meta, params)
@@ -361,6 +383,11 @@ class ChatService:
             await self._driver.open(sink).finish(f"⚠️ Sorry, {note}. Please try again.")
         except Exception:
             log.exception("could not tell the user about the failure")
+
+
+def _event_id(inbound: Inbound) -> str:
+    """The id that makes a platform event unique: the adapter's, else the message's."""
+    return inbound.event_id or f"message:{inbound.key.channel}:{inbound.message_id}"
 
 
 def _labelled(text: str, index: int, choices: int) -> str:

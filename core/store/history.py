@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import (
     ColumnElement,
@@ -272,13 +272,20 @@ _PG_APPEND_FIELDS = (
 )
 
 
-def _pg_append(*, cached: bool) -> Any:
+def _pg_append(*, cached: bool, claim: bool) -> Any:
     """PostgreSQL: touch the conversation, insert a turn and link its ids, in one statement.
 
     Data-modifying CTEs: `conv` updates the conversation by id (`cached`; no row if it is
     gone) or upserts it by key, `turn` inserts the message into it, `links` inserts one
     platform message row per element of the `a_ids` array, in order. Returns (conversation
     id, meta, turn id), or no row when the cached conversation is gone (nothing is written).
+
+    With `claim`, a first CTE claims the event (`a_claim_platform`, `a_event_id`) as
+    `claim_event` does (ON CONFLICT DO NOTHING), and `conv` writes only if that inserted a
+    row, so nothing else is written for an event claimed before. Returns (conversation id,
+    meta, turn id, claimed event id): no row when the event was claimed before (nothing
+    is written), a row with NULL ids when the cached conversation is gone (the claim is
+    written; nothing else is).
 
     Parameters are named `a_*`: a parameter named like a column of a table the statement
     writes would be taken as a value for that column.
@@ -288,24 +295,46 @@ def _pg_append(*, cached: bool) -> Any:
         return bindparam(f"a_{name}", type_=type_)
 
     now = param("now", _CONVERSATIONS.c.updated_at.type)
+    claimed = None
+    if claim:
+        claimed = (
+            postgresql.insert(_PROCESSED_EVENTS)
+            .values(
+                platform=param("claim_platform", String()),
+                event_id=param("event_id", String()),
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            .returning(_PROCESSED_EVENTS.c.event_id)
+            .cte("claim")
+        )
     if cached:
+        touch = update(_CONVERSATIONS).where(
+            _CONVERSATIONS.c.id == param("cid", _CONVERSATIONS.c.id.type)
+        )
+        if claimed is not None:
+            touch = touch.where(select(claimed.c.event_id).exists())
         conv = (
-            update(_CONVERSATIONS)
-            .where(_CONVERSATIONS.c.id == param("cid", _CONVERSATIONS.c.id.type))
-            .values(updated_at=now)
+            touch.values(updated_at=now)
             .returning(_CONVERSATIONS.c.id, _CONVERSATIONS.c.meta)
             .cte("conv")
         )
     else:
-        insert = postgresql.insert(_CONVERSATIONS).values(
-            platform=param("platform", String()),
-            space=param("space", String()),
-            channel=param("channel", String()),
-            thread=param("thread", String()),
-            created_at=now,
-            updated_at=now,
-            meta="{}",
-        )
+        key_values = {
+            "platform": param("platform", String()),
+            "space": param("space", String()),
+            "channel": param("channel", String()),
+            "thread": param("thread", String()),
+            "created_at": now,
+            "updated_at": now,
+        }
+        if claimed is None:
+            insert = postgresql.insert(_CONVERSATIONS).values(meta="{}", **key_values)
+        else:
+            # INSERT ... SELECT from the claim: no row to insert (or upsert) when it lost.
+            insert = postgresql.insert(_CONVERSATIONS).from_select(
+                list(key_values), select(*key_values.values()).select_from(claimed)
+            )  # `meta` takes its server default, '{}'
         conv = (
             insert.on_conflict_do_update(
                 index_elements=["platform", "space", "channel", "thread"],
@@ -352,9 +381,15 @@ def _pg_append(*, cached: bool) -> Any:
         )
         .cte("links")
     )
+    if claimed is None:
+        return (
+            select(conv.c.id, conv.c.meta, turn.c.id)
+            .select_from(conv.join(turn, true()))
+            .add_cte(links)
+        )
     return (
-        select(conv.c.id, conv.c.meta, turn.c.id)
-        .select_from(conv.join(turn, true()))
+        select(conv.c.id, conv.c.meta, turn.c.id, claimed.c.event_id)
+        .select_from(claimed.outerjoin(conv, true()).outerjoin(turn, true()))
         .add_cte(links)
     )
 
@@ -379,9 +414,13 @@ class HistoryStore:
         self._ids: OrderedDict[ConversationKey, int] = OrderedDict()
         dialect = engine.dialect.name
         self._upsert, self._claim, self._link_statement = _dialect_statements(dialect)
-        # by cached id -> the one-statement append (PostgreSQL)
+        # (by cached id, with an event claim) -> the one-statement append (PostgreSQL)
         self._pg_append = (
-            {cached: _pg_append(cached=cached) for cached in (False, True)}
+            {
+                (cached, claim): _pg_append(cached=cached, claim=claim)
+                for cached in (False, True)
+                for claim in (False, True)
+            }
             if dialect == "postgresql"
             else None
         )
@@ -468,12 +507,36 @@ class HistoryStore:
         cached = self._cached_id(key)
 
         def work(connection: Connection) -> tuple[int, int]:
-            conversation_id, _, turn_id = self._append(connection, key, cached, turn, now)
+            appended = self._append(connection, key, cached, turn, now)
+            assert appended is not None  # without a claim, a turn is always appended
+            conversation_id, _, turn_id = appended
             return conversation_id, turn_id
 
         conversation_id, turn_id = await self._run("storing a turn", "write", work)
         self._remember(key, conversation_id)
         return turn_id
+
+    @overload
+    async def append_and_load(
+        self,
+        key: ConversationKey,
+        turn: Turn,
+        *,
+        limit: int,
+        platform_message_ids: bool = True,
+        claim: None = None,
+    ) -> Loaded: ...
+
+    @overload
+    async def append_and_load(
+        self,
+        key: ConversationKey,
+        turn: Turn,
+        *,
+        limit: int,
+        platform_message_ids: bool = True,
+        claim: tuple[str, str],
+    ) -> Loaded | None: ...
 
     async def append_and_load(
         self,
@@ -482,24 +545,36 @@ class HistoryStore:
         *,
         limit: int,
         platform_message_ids: bool = True,
-    ) -> Loaded:
+        claim: tuple[str, str] | None = None,
+    ) -> Loaded | None:
         """`append` `turn`, then read the meta and the newest `limit` turns: one transaction.
 
         The conversation is created on first use. `turns` are oldest first and end with the
         new turn (for `limit` > 0; `[]` otherwise); `meta` is what `get_meta` would return.
-        Corrupt meta raises `StoreError` and stores nothing. On SQLite the write lock is held
-        from the start, so nothing else is written in between.
+        Corrupt meta raises `StoreError` and stores nothing (the claim included). On SQLite
+        the write lock is held from the start, so nothing else is written in between.
 
         `platform_message_ids=False` leaves every loaded turn's `platform_message_ids` empty
         instead of looking them up (the context window does not use them; with 200 turns that
         saves about a quarter of the call).
+
+        `claim=(platform, event_id)` first claims that event as `claim_event` does, in the
+        same transaction (one commit instead of two): if anyone sharing the database claimed
+        it before, nothing at all is written (no conversation is created either) and the
+        result is None. Without `claim` the result is never None.
         """
         now = _now()
         cached = self._cached_id(key)
         statement, parse = self._newest[False, False, platform_message_ids]
+        claim_params = (
+            None if claim is None else {"platform": claim[0], "event_id": claim[1], "now": now}
+        )
 
-        def work(connection: Connection) -> tuple[int, Loaded]:
-            conversation_id, meta_text, turn_id = self._append(connection, key, cached, turn, now)
+        def work(connection: Connection) -> tuple[int, Loaded] | None:
+            appended = self._append(connection, key, cached, turn, now, claim_params)
+            if appended is None:  # the event was claimed before: nothing was written
+                return None
+            conversation_id, meta_text, turn_id = appended
             meta = _load_meta(meta_text)  # corrupt: raises, and the turn is rolled back
             turns: list[Turn] = []
             if limit > 0:
@@ -507,9 +582,10 @@ class HistoryStore:
                 turns, _ = parse(rows)
             return conversation_id, Loaded(turn_id=turn_id, turns=turns, meta=meta)
 
-        conversation_id, loaded = await self._run(
-            "storing a turn and loading history", "write", work
-        )
+        result = await self._run("storing a turn and loading history", "write", work)
+        if result is None:
+            return None
+        conversation_id, loaded = result
         self._remember(key, conversation_id)
         return loaded
 
@@ -761,11 +837,16 @@ class HistoryStore:
         cached: int | None,
         turn: Turn,
         now: datetime,
-    ) -> tuple[int, str, int]:
+        claim: dict[str, Any] | None = None,
+    ) -> tuple[int, str, int] | None:
         """Touch (or create) the conversation and insert `turn` with its platform message ids.
 
         Returns the conversation id, its meta text and the new turn's id. PostgreSQL does it
         all in one statement (`_pg_append`); SQLite, running in-process, in three.
+
+        With `claim` (the parameters of the `claim_event` statement), the event is claimed
+        first, in the same statement on PostgreSQL; if it was claimed before, nothing is
+        written and the result is None (never None without `claim`).
         """
         values: dict[str, Any] = {
             "role": turn.role.value,
@@ -780,13 +861,28 @@ class HistoryStore:
         message_ids = list(dict.fromkeys(turn.platform_message_ids))
         if self._pg_append is not None:
             values.update(_key_params(key), now=now, ids=message_ids, cid=cached)
+            if claim is not None:
+                values.update(claim_platform=claim["platform"], event_id=claim["event_id"])
             params = {f"a_{name}": value for name, value in values.items()}
-            if cached is not None:
-                row = connection.execute(self._pg_append[True], params).first()
+            if claim is not None:
+                statement = self._pg_append[cached is not None, True]
+                row = connection.execute(statement, params).first()
+                if row is None:  # claimed before: nothing was written
+                    return None
+                if row[0] is not None:
+                    return int(row[0]), row[1], int(row[2])
+                # Claimed now, but the cached conversation is gone: append by key below.
+            elif cached is not None:
+                row = connection.execute(self._pg_append[True, False], params).first()
                 if row is not None:
                     return int(row[0]), row[1], int(row[2])
-            row = connection.execute(self._pg_append[False], params).one()
+            row = connection.execute(self._pg_append[False, False], params).one()
             return int(row[0]), row[1], int(row[2])
+        if (
+            claim is not None
+            and connection.execute(self._claim, claim).scalar_one_or_none() is None
+        ):
+            return None  # claimed before: nothing was written
         conversation_id, meta = self._touch_conversation(connection, key, cached, now)
         values["cid"] = conversation_id
         turn_id = int(connection.execute(_INSERT_TURN, values).scalar_one())

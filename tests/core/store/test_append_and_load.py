@@ -236,3 +236,137 @@ async def test_platform_message_ids_are_linked_once_in_order(store: HistoryStore
     third = await store.append_and_load(elsewhere, bot("z", "a2"), limit=5)
     assert third.turns[-1].platform_message_ids == ("a2",)
     assert await store.find_turn("slack", "a2", channel="C2") == (elsewhere, third.turn_id)
+
+
+# -- claiming the event in the same transaction ---------------------------------------------------
+
+
+async def _conversations(store: HistoryStore, key: ConversationKey) -> list[tuple[int, object]]:
+    """`key`'s conversation rows, as (id, updated_at): read past the store and its cache."""
+    async with store.engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT id, updated_at FROM conversations"
+                " WHERE platform = :p AND space = :s AND channel = :c AND thread = :t"
+            ),
+            {"p": key.platform, "s": key.space, "c": key.channel, "t": key.thread},
+        )
+        return [(row[0], row[1]) for row in rows]
+
+
+async def test_the_first_claim_stores_the_turn(store: HistoryStore) -> None:
+    loaded = await store.append_and_load(
+        NEW,
+        user("hi", "q1", tokens=1),
+        limit=200,
+        platform_message_ids=False,
+        claim=("slack", "E1"),
+    )
+    assert isinstance(loaded, Loaded)
+    assert [(t.content, t.token_count) for t in loaded.turns] == [("hi", 1)]
+    assert loaded.turns[-1].id == loaded.turn_id and loaded.meta == {}
+    assert await store.count(NEW) == 1
+    assert await store.find_turn("slack", "q1") == (NEW, loaded.turn_id)
+    assert await store.claim_event("slack", "E1") is False  # the claim was stored with it
+    assert await store.claim_event("discord", "E1") is True  # claims are per platform
+
+
+async def test_a_repeated_claim_stores_nothing(store: HistoryStore) -> None:
+    first = await store.append_and_load(KEY, user("q0"), limit=5, claim=("slack", "E1"))
+    assert first is not None
+    before = await _conversations(store, KEY)
+    # The conversation id is cached now: the by-id variant must not touch the row either.
+    assert (
+        await store.append_and_load(KEY, user("again", "p9"), limit=5, claim=("slack", "E1"))
+        is None
+    )
+    assert await _conversations(store, KEY) == before  # not even updated_at
+    assert await store.count(KEY) == 1
+    assert await store.find_turn("slack", "p9") is None
+    # A key with no conversation yet: none is created.
+    assert await store.append_and_load(NEW, user("x", "p8"), limit=5, claim=("slack", "E1")) is None
+    assert await _conversations(store, NEW) == []
+    assert await store.count(NEW) == 0
+    assert await store.find_turn("slack", "p8") is None
+    # Another event of the same conversation goes through.
+    second = await store.append_and_load(KEY, bot("a0"), limit=5, claim=("slack", "E2"))
+    assert second is not None
+    assert [t.content for t in second.turns] == ["q0", "a0"]
+
+
+async def test_an_event_claimed_by_claim_event_is_not_stored_again(store: HistoryStore) -> None:
+    await store.append(KEY, user("q0"))  # cached id
+    assert await store.claim_event("slack", "E1") is True
+    assert await store.append_and_load(KEY, user("dup"), limit=5, claim=("slack", "E1")) is None
+    assert await store.append_and_load(NEW, user("dup"), limit=5, claim=("slack", "E1")) is None
+    assert await store.count(KEY) == 1
+    assert await _conversations(store, NEW) == []
+
+
+async def test_without_a_claim_the_same_event_is_not_checked(store: HistoryStore) -> None:
+    assert await store.claim_event("slack", "E1") is True
+    loaded = await store.append_and_load(KEY, user("q0"), limit=5)
+    assert [t.content for t in loaded.turns] == ["q0"]
+    assert await store.claim_event("slack", "E2") is True  # nothing was claimed by it
+
+
+async def test_two_stores_racing_on_one_event_store_one_turn(
+    store: HistoryStore, other_store: HistoryStore
+) -> None:
+    """Two engines, as two processes would have: each event is answered exactly once."""
+    await store.append(KEY, user("cached by store"))
+    await other_store.append(KEY, user("cached by other"))
+    for key in (KEY, NEW):  # an existing conversation (ids cached), then a new one
+        before = await store.count(key)
+        events = [f"{key.channel}-race-{i}" for i in range(10)]
+        results = await asyncio.gather(
+            *(
+                s.append_and_load(key, user(e, f"p-{e}-{n}"), limit=200, claim=("slack", e))
+                for e in events
+                for n, s in enumerate((store, other_store, store, other_store))
+            )
+        )
+        per_event = [results[i : i + 4] for i in range(0, len(results), 4)]
+        for claims in per_event:
+            [winner] = [loaded for loaded in claims if loaded is not None]
+            assert winner.turns[-1].id == winner.turn_id
+        assert await store.count(key) == before + len(events)
+        contents = [t.content for t in await store.recent(key, limit=200)]
+        assert sorted(contents[before:]) == sorted(events)
+    assert len(await _conversations(store, NEW)) == 1
+
+
+async def test_a_failed_call_does_not_keep_the_claim(store: HistoryStore) -> None:
+    await store.append(KEY, user("before"))
+    async with store.engine.begin() as connection:
+        await connection.execute(text("UPDATE conversations SET meta = '[1]'"))
+    with pytest.raises(StoreError, match="not a JSON object"):
+        await store.append_and_load(KEY, user("after"), limit=5, claim=("slack", "E1"))
+    async with store.engine.begin() as connection:
+        await connection.execute(text("UPDATE conversations SET meta = '{}'"))
+        await connection.execute(text("DROP TABLE platform_messages"))
+    with pytest.raises(StoreError, match="storing a turn and loading history failed"):
+        await store.append_and_load(NEW, user("lost", "m1"), limit=5, claim=("slack", "E1"))
+    assert await store.count(KEY) == 1
+    assert await store.count(NEW) == 0
+    assert await store.claim_event("slack", "E1") is True  # both were rolled back
+
+
+async def test_a_claim_into_a_conversation_deleted_by_hand(store: HistoryStore) -> None:
+    await store.append(KEY, user("old"))  # cached id
+    async with store.engine.begin() as connection:
+        await connection.execute(text("DELETE FROM messages"))
+        await connection.execute(text("DELETE FROM conversations"))
+    loaded = await store.append_and_load(KEY, user("new"), limit=5, claim=("slack", "E1"))
+    assert loaded is not None
+    assert [t.content for t in loaded.turns] == ["new"]
+    assert await store.claim_event("slack", "E1") is False
+    assert await store.append_and_load(KEY, user("dup"), limit=5, claim=("slack", "E1")) is None
+    assert [t.content for t in await store.recent(KEY, limit=5)] == ["new"]
+
+
+async def test_a_closed_store_refuses_a_claim(db_url: str) -> None:
+    store = await HistoryStore.open(db_url)
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.append_and_load(KEY, user("x"), limit=5, claim=("slack", "E1"))
