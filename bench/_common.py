@@ -11,10 +11,14 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+import asyncpg
 
 from core.streaming import PaceScope, SinkLimits
 
@@ -213,3 +217,32 @@ def _group(filename: str, function: str) -> str:
     if parts[0] in ("core", "bench", "bots", "tests"):
         return "/".join(parts[:3])
     return parts[0].removesuffix(".py")
+
+
+ADMIN_DSN = os.environ.get(
+    "THREADLINE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@asynccontextmanager
+async def scratch_database(kind: str) -> AsyncIterator[str]:
+    """A scratch database URL of `kind` ("sqlite" or "postgres"), removed afterwards."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as directory:
+            yield f"sqlite:///{directory}/bench.db"
+        return
+    name = f"threadline_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        base = ADMIN_DSN.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

@@ -27,15 +27,12 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import os
 import random
 import re
 import sqlite3
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +50,7 @@ from bench._common import (
     percentile,
     profile_report,
     realistic_limits,
+    scratch_database,
 )
 from bots.config import load_settings
 from bots.wiring import Runtime, build_runtime, freeze_startup_heap, llm_endpoint, service_config
@@ -63,9 +61,6 @@ from core.service import ChatService
 from core.store import HistoryStore
 from core.store.models import Conversation
 
-ADMIN_DSN = os.environ.get(
-    "THREADLINE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 MODEL = "gpt-4o-mini"
 HISTORY = 200
 GOAL_P50_MS, GOAL_P99_MS = 5.0, 20.0
@@ -227,30 +222,6 @@ class GcWatch:
 # -- databases -----------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def database(kind: str) -> AsyncIterator[str]:
-    """A scratch database URL of `kind`, removed afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as directory:
-            yield f"sqlite:///{directory}/bench.db"
-        return
-    name = f"threadline_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        base = ADMIN_DSN.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 async def server_version(store: HistoryStore) -> str:
     if store.dialect == "sqlite":
         return f"SQLite {sqlite3.sqlite_version}"
@@ -374,7 +345,7 @@ def question(rng: random.Random) -> str:
 
 async def run_db(kind: str, base_url: str, args: argparse.Namespace) -> Result | None:
     try:
-        async with database(kind) as url:
+        async with scratch_database(kind) as url:
             return await measure(kind, url, base_url, args)
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"\n{kind}: not reachable ({type(exc).__name__}: {exc}); skipped")

@@ -13,17 +13,13 @@ import os
 import platform
 import sqlite3
 import statistics
-import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import asyncpg
 from sqlalchemy import insert, select, text
 
+from bench._common import scratch_database
 from core.context import TokenCounter, build_window
 from core.conversation import ConversationKey, Role, Turn
 from core.store import HistoryStore
@@ -31,9 +27,6 @@ from core.store.models import Conversation
 
 METADATA = Conversation.metadata
 
-ADMIN_DSN = os.environ.get(
-    "THREADLINE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 SIZES = (50, 10_000)
 LIMIT = 50
 SYSTEM = "You are threadline, a helpful assistant in a team chat. Answer briefly."
@@ -52,29 +45,6 @@ class Timings:
     recent: list[float]
     window: list[float]
     total: list[float]
-
-
-@asynccontextmanager
-async def database(kind: str) -> AsyncIterator[str]:
-    """A scratch database URL of `kind`, removed afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as directory:
-            yield f"sqlite:///{directory}/bench.db"
-        return
-    name = f"threadline_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"{ADMIN_DSN.rpartition('/')[0]}/{name}"
-    finally:
-        admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def fill(store: HistoryStore, key: ConversationKey, n: int) -> None:
@@ -158,7 +128,7 @@ def summary(values: list[float]) -> str:
 async def bench(kind: str, runs: int, model: str) -> None:
     counter = TokenCounter()
     counter.warm_up(model)
-    async with database(kind) as url:
+    async with scratch_database(kind) as url:
         store = await HistoryStore.open(url)
         try:
             keys = {}
