@@ -67,6 +67,16 @@ class Outcome:
     results: list[StreamResult] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a message goes: its conversation, and the branch to copy when it starts one."""
+
+    key: ConversationKey
+    branch_of: ConversationKey | None = None
+    upto: int | None = None
+    claimed: bool = False
+
+
 @dataclass(slots=True)
 class _Answer:
     """The state of one answer while it streams: text, finish reason and stream per choice."""
@@ -123,26 +133,35 @@ class ChatService:
     async def handle(self, inbound: Inbound, sink: ReplySink) -> Outcome:
         """Answer `inbound` in `sink`; never raises (one broad catch per inbound message).
 
-        Each platform event is answered once: an ordinary message claims its event id in the
-        transaction that stores it; commands and branches claim it before doing anything.
+        Order: messages of one chat are routed to their conversation one at a time, in arrival
+        order, and each takes its place in that conversation's queue before the next is routed;
+        so a conversation's messages are answered in the order they arrived. Each platform event
+        is answered once: an ordinary message claims its event id in the transaction that stores
+        it; commands and branches claim it before they write anything.
         """
         outcome = Outcome()
         try:
             claim = (inbound.key.platform, _event_id(inbound))
             command = parse_command(inbound.text)
-            key, fork_from = await self._resolve(inbound)
-            if (command is not None or fork_from is not None) and not await self._claim(claim):
+            chat = (inbound.key.platform, inbound.key.space, inbound.key.channel)
+            async with self._locks.hold(chat):
+                route = await self._route(inbound, claim)
+                turn = self._locks.reserve(route.key) if route is not None else None
+            if route is None or turn is None:
                 outcome.skipped = "duplicate"
                 return outcome
-            async with self._locks.hold(key):
-                if fork_from is not None:
-                    key = await self._fork(inbound, key, fork_from)
-                outcome.key = key
+            async with turn:
+                outcome.key = route.key
+                if route.branch_of is not None and route.upto is not None:
+                    await self._copy_branch(route.branch_of, route.key, route.upto)
                 if command is not None:
-                    await self._run_command(command, inbound, key, sink, outcome)
+                    if not route.claimed and not await self._store.claim_event(*claim):
+                        outcome.skipped = "duplicate"
+                        return outcome
+                    await self._run_command(command, inbound, route.key, sink, outcome)
                 else:
                     await self._answer(
-                        inbound, key, sink, outcome, claim=None if fork_from is not None else claim
+                        inbound, route.key, sink, outcome, claim=None if route.claimed else claim
                     )
         except Exception as exc:  # one broad catch per inbound message
             log.exception("failed to handle message %s in %s", inbound.message_id, inbound.key)
@@ -150,11 +169,13 @@ class ChatService:
             await self._apologise(sink, exc)
         return outcome
 
-    async def _claim(self, claim: tuple[str, str]) -> bool:
-        return await self._store.claim_event(*claim)
+    async def _route(self, inbound: Inbound, claim: tuple[str, str]) -> _Route | None:
+        """Which conversation `inbound` belongs to; None when it is a duplicate branch.
 
-    async def _resolve(self, inbound: Inbound) -> tuple[ConversationKey, int | None]:
-        """Find the conversation: a reply's conversation, else the adapter's key."""
+        A reply continues the conversation of the message it replies to; in a direct chat a
+        reply to an older message starts a branch from that point, which becomes the chat's
+        running conversation at once (so the messages after it follow the branch).
+        """
         if inbound.reply_to:
             found = await self._store.find_turn(
                 inbound.key.platform,
@@ -164,34 +185,38 @@ class ChatService:
             )
             if found is not None:
                 key, turn_id = found
-                if inbound.is_direct:
-                    latest = await self._store.recent(key, limit=1)
-                    if latest and latest[-1].id != turn_id:
-                        return key, turn_id
-                return key, None
+                if not inbound.is_direct:
+                    return _Route(key)
+                latest = await self._store.recent(key, limit=1, platform_message_ids=False)
+                if not latest or latest[-1].id == turn_id:
+                    return _Route(key)
+                if not await self._store.claim_event(*claim):
+                    return None
+                base = key.thread.split("~", 1)[0]
+                branch = replace(key, thread=f"{base}~{turn_id}.{inbound.message_id}")
+                if inbound.key.thread == RUNNING_THREAD:
+                    await self._store.update_meta(inbound.key, current_thread=branch.thread)
+                return _Route(branch, branch_of=key, upto=turn_id, claimed=True)
         key = inbound.key
         if key.thread == RUNNING_THREAD:
             meta = await self._store.get_meta(key)
             key = replace(key, thread=str(meta.get("current_thread", "main")))
-        return key, None
+        return _Route(key)
 
-    async def _fork(
-        self, inbound: Inbound, key: ConversationKey, upto_turn_id: int
-    ) -> ConversationKey:
-        """Branch `key` at turn `upto_turn_id`: a reply to an older message continues from there."""
-        base = key.thread.split("~", 1)[0]
-        fork_key = replace(key, thread=f"{base}~{upto_turn_id}.{inbound.message_id}")
+    async def _copy_branch(
+        self, source: ConversationKey, branch: ConversationKey, upto_turn_id: int
+    ) -> None:
+        """Fill a new branch with `source`'s turns up to `upto_turn_id`, and its settings."""
+        meta = await self._store.get_meta(source)
+        since = int(meta.get("since_turn", 0))
         turns = await self._store.recent(
-            key, limit=self._config.history_turns, upto_turn_id=upto_turn_id
+            source, limit=self._config.history_turns, upto_turn_id=upto_turn_id
         )
-        since = int((await self._store.get_meta(key)).get("since_turn", 0))
         for turn in turns:
-            if turn.id is not None and turn.id <= since:
-                continue
-            await self._store.append(fork_key, replace(turn, id=None, platform_message_ids=()))
-        if inbound.key.thread == RUNNING_THREAD:
-            await self._store.update_meta(inbound.key, current_thread=fork_key.thread)
-        return fork_key
+            if turn.id is not None and turn.id > since:
+                await self._store.append(branch, replace(turn, id=None, platform_message_ids=()))
+        if meta.get("params"):
+            await self._store.update_meta(branch, params=meta["params"])
 
     async def _answer(
         self,

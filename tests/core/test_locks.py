@@ -41,3 +41,49 @@ async def test_lock_released_when_the_holder_fails() -> None:
         async with locks.hold("k"):
             pass
     assert len(locks) == 0
+
+
+async def test_reserve_fixes_the_place_before_waiting() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def run(name: str, ticket_holder: list[object]) -> None:
+        ticket = ticket_holder[0]
+        async with ticket:  # type: ignore[attr-defined]
+            order.append(name)
+            await asyncio.sleep(0.01)
+
+    first = [locks.reserve("k")]
+    second = [locks.reserve("k")]
+    third = [locks.reserve("k")]
+    # Start them in the opposite order: places were fixed at reserve time.
+    await asyncio.gather(run("third", third), run("second", second), run("first", first))
+    assert order == ["first", "second", "third"]
+    assert len(locks) == 0
+
+
+async def test_a_cancelled_waiter_gives_its_turn_to_the_next() -> None:
+    locks = KeyedLocks()
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def holder() -> None:
+        async with locks.hold("k"):
+            order.append("holder")
+            await release.wait()
+
+    async def waiter(name: str) -> None:
+        async with locks.hold("k"):
+            order.append(name)
+
+    first = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    doomed = asyncio.create_task(waiter("doomed"))
+    last = asyncio.create_task(waiter("last"))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    release.set()
+    await asyncio.gather(first, last)
+    assert doomed.cancelled()
+    assert order == ["holder", "last"]
+    assert len(locks) == 0

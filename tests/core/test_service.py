@@ -406,3 +406,62 @@ async def test_shutdown_mid_answer_keeps_the_partial_answer(rig: Rig) -> None:
     assert [t.role for t in turns] == [Role.USER, Role.ASSISTANT]
     assert turns[1].status is TurnStatus.PARTIAL
     assert turns[1].content.startswith("one two") and "eight" not in turns[1].content
+
+
+async def test_a_command_and_the_message_after_it_keep_their_order(rig: Rig) -> None:
+    await asyncio.gather(
+        rig.service.handle(rig.inbound("/set temperature 0.1"), rig.sink()),
+        rig.service.handle(rig.inbound("question"), rig.sink()),
+    )
+    assert rig.llm.chat_requests[0].json["temperature"] == 0.1
+
+
+async def test_a_reply_and_the_message_after_it_keep_their_order(rig: Rig) -> None:
+    first = rig.sink()
+    await rig.service.handle(rig.inbound("root", thread="r"), first)
+    await asyncio.gather(
+        rig.service.handle(
+            rig.inbound("reply", thread="x", reply_to=first.message_ids[0]), rig.sink()
+        ),
+        rig.service.handle(rig.inbound("after", thread="r"), rig.sink()),
+    )
+    assert rig.sent_messages(1)[-1] == ("user", "reply")
+    assert rig.sent_messages(2)[-3:] == [
+        ("user", "reply"),
+        ("assistant", "echo: reply"),
+        ("user", "after"),
+    ]
+
+
+async def test_direct_messages_are_answered_in_arrival_order(rig: Rig) -> None:
+    for round_ in range(5):
+        texts = [f"m{round_}-{i}" for i in range(3)]
+        await asyncio.gather(
+            *(rig.service.handle(rig.inbound(t, thread="", direct=True), rig.sink()) for t in texts)
+        )
+        sent = [r.json["messages"][-1]["content"] for r in rig.llm.chat_requests[-3:]]
+        assert sent == texts
+
+
+async def test_a_branch_keeps_the_settings_and_the_next_message_follows_it(rig: Rig) -> None:
+    await rig.service.handle(
+        rig.inbound("/set temperature 0.3", thread="", direct=True), rig.sink()
+    )
+    first = rig.sink()
+    await rig.service.handle(rig.inbound("alpha", thread="", direct=True), first)
+    await rig.service.handle(rig.inbound("beta", thread="", direct=True), rig.sink())
+    await asyncio.gather(
+        rig.service.handle(
+            rig.inbound("back", thread="", direct=True, reply_to=first.message_ids[0]), rig.sink()
+        ),
+        rig.service.handle(rig.inbound("next", thread="", direct=True), rig.sink()),
+    )
+    branch, after = rig.llm.chat_requests[-2].json, rig.llm.chat_requests[-1].json
+    assert branch["temperature"] == 0.3 and after["temperature"] == 0.3
+    assert [m["content"] for m in after["messages"][1:]] == [
+        "alpha",
+        "echo: alpha",
+        "back",
+        "echo: back",
+        "next",
+    ]
