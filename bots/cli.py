@@ -13,6 +13,7 @@ from bots.config import load_settings
 from bots.logging_setup import configure_logging
 from bots.service_runner import run_channels
 from bots.wiring import Runtime, build_runtime, chat_params, freeze_startup_heap, llm_endpoint
+from core.conversation import TurnStatus
 from core.errors import ConfigError, LLMError, StoreError, ThreadlineError
 from core.llm import ChatMessage, ChatRequest
 from core.settings import Settings
@@ -24,7 +25,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="threadline", description="LLM assistant for Slack, Telegram and Discord."
     )
     parser.add_argument("--env-file", default=".env", help="settings file to read (default .env)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at THREADLINE_LOG_LEVEL to stderr (run always does; the others log warnings)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run every channel whose token is set")
     chat = commands.add_parser("chat", help="chat in the terminal")
@@ -97,7 +103,9 @@ async def _ask(runtime: Runtime, question: str, thread: str) -> int:
     if outcome.skipped == "empty":
         print("threadline: the question is empty", file=sys.stderr)
         return 2
-    if outcome.error is not None or outcome.status is None or outcome.status.value == "failed":
+    if not outcome.stored:
+        print("threadline: warning: the answer could not be saved to the history", file=sys.stderr)
+    if outcome.error is not None or outcome.status is TurnStatus.FAILED:
         print(f"threadline: the answer failed ({outcome.error or 'no answer'})", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ from pydantic import ValidationError
 
 from core.errors import ConfigError
 from core.settings import Settings
+
+SETTING_NAME = re.compile(r"\b(?:THREADLINE|OPENAI|SLACK|TELEGRAM|DISCORD)_[A-Z_]+\b")
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
@@ -23,8 +26,11 @@ def _config_error(exc: ValidationError) -> ConfigError:
     """The first problem, named by its environment variable; the offending value is not echoed."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
-        setting = ".".join(str(part) for part in error["loc"]) or "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
+        named = SETTING_NAME.search(message)
+        setting = ".".join(str(part) for part in error["loc"]) or (
+            named.group(0) if named else "settings"
+        )
         problems.append((setting, message))
     setting, message = problems[0]
     if len(problems) > 1:

@@ -5,32 +5,36 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 
-class SecretMask(logging.Filter):
-    """Replaces each secret value in a record's final message with `***`."""
+class MaskingFormatter(logging.Formatter):
+    """Formats a record (message, traceback and stack) and replaces each secret with `***`."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
+        values = set()
+        for secret in secrets:
+            if secret and len(secret) >= 4:
+                values.update({secret, unquote(secret)})
+        self._secrets = sorted(values, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        masked = message
+    def format(self, record: logging.LogRecord) -> str:
+        return self.mask(super().format(record))
+
+    def mask(self, text: str) -> str:
+        """`text` with every secret replaced."""
         for secret in self._secrets:
-            masked = masked.replace(secret, "***")
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
+            text = text.replace(secret, "***")
+        return text
 
 
 def configure_logging(level: str, secrets: Iterable[str]) -> None:
-    """Send logs to stderr at `level`, masking `secrets` in every handler's output."""
+    """Send logs to stderr at `level`, masking `secrets` in everything written."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretMask(secrets))
+    handler.setFormatter(
+        MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
+    )
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -71,7 +71,7 @@ def llm_endpoint(settings: Settings) -> LLMEndpoint:
         base_url=settings.openai_base_url.rstrip("/"),
         api_key=key or None,
         auth_style=settings.effective_auth_style(),
-        api_version=settings.api_version,
+        api_version=settings.effective_api_version(),
         connect_timeout=settings.connect_timeout,
         first_token_timeout=settings.first_token_timeout,
         chunk_timeout=settings.chunk_timeout,
@@ -91,10 +91,17 @@ def user_hash_key(settings: Settings) -> bytes | None:
         return USER_KEY_FILE.read_bytes().strip()
     USER_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32).encode()
-    fd = os.open(USER_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    partial = USER_KEY_FILE.with_name(f"{USER_KEY_FILE.name}.{os.getpid()}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(key)
-    return key
+    try:
+        os.link(partial, USER_KEY_FILE)  # atomic: the first process to start wins
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
+    return USER_KEY_FILE.read_bytes().strip()
 
 
 def service_config(settings: Settings) -> ServiceConfig:

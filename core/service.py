@@ -13,7 +13,7 @@ from core.clock import Clock, SystemClock
 from core.commands import SETTABLE_PARAMS, Command, help_text, parse_command, parse_param_value
 from core.context import TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
-from core.errors import ConfigError, LLMError
+from core.errors import ConfigError, LLMError, StoreError
 from core.llm import (
     ChatCompletionsClient,
     ChatParams,
@@ -26,7 +26,7 @@ from core.llm import (
 )
 from core.locks import KeyedLocks
 from core.store import HistoryStore
-from core.streaming import ReplySink, ReplyStream, StreamDriver, StreamResult
+from core.streaming import ReplySink, ReplyStream, StreamDriver, StreamResult, finish_text
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class Outcome:
     status: TurnStatus | None = None
     finish_reason: str | None = None
     error: str | None = None
+    stored: bool = True
     results: list[StreamResult] = field(default_factory=list)
 
 
@@ -105,7 +106,8 @@ class _Answer:
             notes.append(_error_note(self.error, has_text=bool(text)))
         elif not text.strip():
             notes.append(EMPTY_NOTE)
-        shown = _labelled(text, index, self.choices) if text else ""
+        # Close an open code block or emphasis first, so the notes are not shown inside it.
+        shown = finish_text(_labelled(text, index, self.choices)) if text else ""
         return "\n\n".join(part for part in (shown, *notes) if part)
 
 
@@ -272,7 +274,12 @@ class ChatService:
             raise
         if answer.usage is not None:
             self._counter.calibrate(params.model, window.prompt_tokens, answer.usage.prompt_tokens)
-        await self._store_answer(key, answer, outcome, params.model)
+        try:
+            await self._store_answer(key, answer, outcome, params.model)
+        except StoreError:
+            # The user has the answer; only its copy in the history is missing.
+            log.exception("could not store the answer in %s", key)
+            outcome.stored = False
 
     def _window(
         self, inbound: Inbound, turns: list[Turn], meta: Mapping[str, Any], params: ChatParams
@@ -323,6 +330,9 @@ class ChatService:
     ) -> None:
         """Persist choice 0 as the assistant turn (complete, partial or failed)."""
         text, status = answer.texts.get(0, ""), answer.status()
+        outcome.text, outcome.status = text, status
+        outcome.finish_reason = answer.finish.get(0)
+        outcome.error = type(answer.error).__name__ if answer.error else None
         message_ids = tuple(mid for result in outcome.results for mid in result.message_ids)
         await self._store.append(
             key,
@@ -334,9 +344,6 @@ class ChatService:
                 token_count=self._counter.count(text, model),
             ),
         )
-        outcome.text, outcome.status = text, status
-        outcome.finish_reason = answer.finish.get(0)
-        outcome.error = type(answer.error).__name__ if answer.error else None
 
     def _params_for(self, meta: Mapping[str, Any]) -> ChatParams:
         overrides = meta.get("params") or {}
@@ -398,6 +405,9 @@ class ChatService:
             self._config.params.with_overrides(**params)
         except (ValueError, ConfigError) as exc:
             return f"Could not set {name}: {exc}"
+        window = self._config.context_window
+        if name in ("max_tokens", "max_completion_tokens") and int(str(value)) >= window:
+            return f"Could not set {name}: it must be smaller than the context window ({window})."
         await self._store.update_meta(key, params=_jsonable(params))
         return f"{name} set to {raw.strip()} for this conversation."
 

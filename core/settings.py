@@ -14,6 +14,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "Use Markdown for code and lists."
 )
 
+AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com")
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 AuthSetting = Literal["auto", "bearer", "api-key", "none"]
 
@@ -118,7 +121,6 @@ class Settings(BaseSettings):
     history_turns: int = Field(
         default=200, ge=1, le=5000, validation_alias="THREADLINE_HISTORY_TURNS"
     )
-    require_mention: bool = Field(default=False, validation_alias="THREADLINE_REQUIRE_MENTION")
     log_level: LogLevel = Field(default="INFO", validation_alias="THREADLINE_LOG_LEVEL")
 
     @field_validator("stop", mode="before")
@@ -157,6 +159,20 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _check_reply_budget(self) -> Settings:
+        for name, value in (
+            ("THREADLINE_REPLY_TOKENS", self.reply_tokens),
+            ("THREADLINE_MAX_TOKENS", self.max_tokens),
+            ("THREADLINE_MAX_COMPLETION_TOKENS", self.max_completion_tokens),
+        ):
+            if value is not None and value >= self.context_window:
+                raise ValueError(
+                    f"{name} ({value}) must be smaller than THREADLINE_CONTEXT_WINDOW "
+                    f"({self.context_window}), or no history fits"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _check_platform_pairs(self) -> Settings:
         if self.slack_bot_token and not (self.slack_app_token or self.slack_signing_secret):
             raise ValueError(
@@ -172,9 +188,18 @@ class Settings(BaseSettings):
         if self.openai_api_key is None or not self.openai_api_key.get_secret_value():
             return "none"
         host = urlsplit(self.openai_base_url).hostname or ""
-        if host.endswith(".openai.azure.com") or host.endswith(".cognitiveservices.azure.com"):
+        if host.endswith(AZURE_HOSTS):
             return "api-key"
         return "bearer"
+
+    def effective_api_version(self) -> str | None:
+        """The api-version query parameter: the setting, else Azure's GA default on Azure hosts."""
+        if self.api_version:
+            return self.api_version
+        host = urlsplit(self.openai_base_url).hostname or ""
+        if host.endswith(AZURE_HOSTS):
+            return AZURE_DEFAULT_API_VERSION
+        return None
 
     def enabled_platforms(self) -> list[str]:
         """Platforms whose credentials are set."""

@@ -189,3 +189,9 @@ async def test_chat_answers_each_line_in_one_thread(tmp_path: Path, fake_llm: Fa
     assert out.decode() == "echo: hello there\necho: how are you\n"
     contents = [m["content"] for m in fake_llm.chat_requests[1].json["messages"][1:]]
     assert contents == ["hello there", "echo: hello there", "how are you"]
+
+
+async def test_ask_with_a_command_succeeds(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
+    result = await threadline(tmp_path, "ask", "/help", env=llm_env(fake_llm))
+    assert result.code == 0, result.err
+    assert "/new" in result.out and fake_llm.chat_requests == []

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pytest
 
 from bots.config import load_settings
-from bots.logging_setup import SecretMask
+from bots.logging_setup import MaskingFormatter
 from bots.wiring import chat_params, llm_endpoint
 from core.errors import ConfigError
 
@@ -117,17 +118,32 @@ def test_slack_token_needs_a_connection_mode(monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings(None).enabled_platforms() == ["slack"]
 
 
-def test_secret_mask_hides_secrets_in_log_output(caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_are_masked_in_messages_and_tracebacks() -> None:
+    formatter = MaskingFormatter("%(message)s", ["sk-live-abcdef", "p%40ss%2Fword"])
     logger = logging.getLogger("threadline.test.mask")
-    handler_filter = SecretMask(["sk-live-abcdef", "hunter22"])
-    record = logger.makeRecord(
-        logger.name,
-        logging.ERROR,
-        __file__,
-        1,
-        "key %s pw %s",
-        ("sk-live-abcdef", "hunter22"),
-        None,
-    )
-    handler_filter.filter(record)
-    assert record.getMessage() == "key *** pw ***"
+    try:
+        raise RuntimeError("call to https://api/bot sk-live-abcdef failed; dsn p@ss/word")
+    except RuntimeError:
+        record = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 1, "key %s", ("sk-live-abcdef",), sys.exc_info()
+        )
+    text = formatter.format(record)
+    assert "sk-live-abcdef" not in text and "p@ss/word" not in text
+    assert text.startswith("key ***") and "RuntimeError" in text
+
+
+def test_reply_budget_must_leave_room_for_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("THREADLINE_CONTEXT_WINDOW", "4096")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert caught.value.setting == "THREADLINE_REPLY_TOKENS"
+    assert "THREADLINE_CONTEXT_WINDOW" in caught.value.message
+    monkeypatch.setenv("THREADLINE_REPLY_TOKENS", "1024")
+    assert load_settings(None).context_window == 4096
+
+
+def test_azure_hosts_get_a_default_api_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://acme.openai.azure.com/openai/deployments/d")
+    assert llm_endpoint(load_settings(None)).api_version == "2024-10-21"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
+    assert llm_endpoint(load_settings(None)).api_version is None

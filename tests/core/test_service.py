@@ -465,3 +465,36 @@ async def test_a_branch_keeps_the_settings_and_the_next_message_follows_it(rig: 
         "echo: back",
         "next",
     ]
+
+
+async def test_notes_are_shown_after_an_open_code_block_not_inside_it(rig: Rig) -> None:
+    rig.llm.script(
+        Reply(chunks=["Sure:\n\n```python\n", "print(1)\n", "print(2)"], finish_reason="length")
+    )
+    sink = rig.sink()
+    await rig.service.handle(rig.inbound("code"), sink)
+    (text,) = sink.texts()
+    assert text.endswith(
+        "print(2)\n```\n\n⚠️ _The answer was cut off: it reached the length limit._"
+    )
+
+
+async def test_a_store_failure_after_the_answer_was_shown_adds_no_apology(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.errors import StoreError
+
+    async def broken_append(*args: object, **kwargs: object) -> int:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(rig.store, "append", broken_append)
+    sink = rig.sink()
+    outcome = await rig.service.handle(rig.inbound("hello"), sink)
+    assert sink.texts() == ["echo: hello"]
+    assert outcome.status is TurnStatus.COMPLETE and not outcome.stored and outcome.error is None
+
+
+async def test_set_max_tokens_must_leave_room_for_history(rig: Rig) -> None:
+    sink = rig.sink()
+    await rig.service.handle(rig.inbound("/set max_tokens 200000"), sink)
+    assert "smaller than the context window" in sink.texts()[0]
