@@ -313,7 +313,9 @@ class ChatCompletionsClient:
         if hint is None and isinstance(error, LLMRateLimited):
             hint = error.retry_after
         if hint is not None:
-            delay = min(hint, ceiling)
+            if hint > ceiling:
+                return None  # the server asks for a longer wait than we keep a user waiting
+            delay = hint
         else:
             backoff = min(self._endpoint.retry_base_delay * 2**attempt, ceiling)
             delay = self._rng.uniform(backoff / 2, backoff)

@@ -173,7 +173,9 @@ async def test_retries_after_error_statuses_reuse_the_connection(
     server: FakeOpenAI, http: httpx.AsyncClient, counter: ConnectionCounter
 ) -> None:
     server.script(Fault.status(503), Fault.status(429, retry_after=1))
-    client = ChatCompletionsClient(http, endpoint_for(server, max_retries=2), RecordingClock())
+    client = ChatCompletionsClient(
+        http, endpoint_for(server, max_retries=2, retry_max_delay=2), RecordingClock()
+    )
 
     events, error = await collect(client, ask("hi"))
     completion = await client.complete(ask("whole", stream=False))

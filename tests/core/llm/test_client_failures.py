@@ -183,18 +183,19 @@ async def test_retries_honour_retry_after_then_succeed(
     assert clock.sleeps == [1.0, 0.3]
 
 
-async def test_retry_after_is_capped_at_the_maximum_delay(
+async def test_retry_after_longer_than_the_maximum_delay_fails_at_once(
     server: FakeOpenAI, http: httpx.AsyncClient, clock: RecordingClock
 ) -> None:
     server.script(Fault.status(429, retry_after=120))
     client = ChatCompletionsClient(
-        http, endpoint_for(server, max_retries=1, retry_max_delay=2.5), clock
+        http, endpoint_for(server, max_retries=3, retry_max_delay=2.5), clock
     )
 
     _events, error = await collect(client, ask())
 
-    assert error is None
-    assert clock.sleeps == [2.5]
+    assert isinstance(error, LLMRateLimited) and error.retry_after == 120
+    assert clock.sleeps == []
+    assert len(server.chat_requests) == 1
 
 
 async def test_backoff_grows_exponentially_with_jitter(
