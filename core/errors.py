@@ -1,18 +1,18 @@
 """Threadline's error tree; adapters and clients translate foreign errors into these.
 
-    ThreadlineError
-    ├── ConfigError(setting, message)
-    ├── LLMError
-    │   ├── LLMTimeout
-    │   ├── LLMUnavailable
-    │   ├── LLMRateLimited(retry_after)
-    │   ├── LLMRejected(status, message)
-    │   └── LLMStreamError(message)          a stream that broke, errored or ended early
-    ├── SinkError
-    │   ├── SinkRateLimited(retry_after)
-    │   ├── SinkGone                         message/chat deleted, bot blocked or removed
-    │   └── SinkRejected(message)            the platform refused the write (permissions, format)
-    └── StoreError
+ThreadlineError
+├── ConfigError(setting, message)
+├── LLMError
+│   ├── LLMTimeout
+│   ├── LLMUnavailable
+│   ├── LLMRateLimited(retry_after)
+│   ├── LLMRejected(status, message)
+│   └── LLMStreamError(message)          a stream that broke, errored or ended early
+├── SinkError
+│   ├── SinkRateLimited(retry_after)
+│   ├── SinkGone                         message/chat deleted, bot blocked or removed
+│   └── SinkRejected(message)            the platform refused the write (permissions, format)
+└── StoreError
 """
 
 from __future__ import annotations

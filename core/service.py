@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -131,6 +132,7 @@ class ChatService:
         self._config = config
         self._clock = clock or SystemClock()
         self._locks = KeyedLocks()
+        self._alias_key = config.user_hash_key or secrets.token_bytes(32)
 
     async def handle(self, inbound: Inbound, sink: ReplySink) -> Outcome:
         """Answer `inbound` in `sink`; never raises (one broad catch per inbound message).
@@ -358,13 +360,25 @@ class ChatService:
     def _reply_budget(self, params: ChatParams) -> int:
         return params.max_completion_tokens or params.max_tokens or self._config.reply_tokens
 
-    @staticmethod
-    def _name_for(inbound: Inbound) -> Callable[[Turn], str | None]:
+    def _name_for(self, inbound: Inbound) -> Callable[[Turn], str | None]:
+        """In group chats each user turn is named after its author, so speakers stay apart.
+
+        A display name with nothing usable left (a script we cannot transliterate) falls back
+        to a keyed alias of the author id, which only needs to be stable within one request.
+        """
         if inbound.is_direct:
             return lambda turn: None
-        return lambda turn: (
-            sanitize_name(turn.author_name or "") if turn.role is Role.USER else None
-        )
+        platform = inbound.key.platform
+
+        def name(turn: Turn) -> str | None:
+            if turn.role is not Role.USER:
+                return None
+            readable = sanitize_name(turn.author_name)
+            if readable is not None or turn.author_id is None:
+                return readable
+            return pseudonymize_user(self._alias_key, platform, turn.author_id)
+
+        return name
 
     async def _run_command(
         self,

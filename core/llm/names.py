@@ -35,7 +35,18 @@ _TRANSLITERATIONS = str.maketrans(
         "\u0131": "i",  # dotless i
     }
 )
+# Cyrillic, transliterated roughly as in ISO 9 / BGN so names stay readable to the model.
+_CYRILLIC_LETTERS = "абвгдеёжзийклмнопрстуфхцчшщъыьэюяіїєґ"
+_CYRILLIC_LATIN = (
+    "a b v g d e yo zh z i y k l m n o p r s t u f kh ts ch sh shch _ y _ e yu ya i yi ye g"
+)
+_CYRILLIC = dict(zip(_CYRILLIC_LETTERS, _CYRILLIC_LATIN.split(" "), strict=True))
+_TRANSLITERATIONS.update(
+    {ord(k): "" if v == "_" else v for k, v in _CYRILLIC.items()}
+    | {ord(k.upper()): "" if v == "_" else v.capitalize() for k, v in _CYRILLIC.items()}
+)
 _WHITESPACE_RUN = re.compile(r"\s+")
+_HAS_WORD_CHARACTER = re.compile(r"[A-Za-z0-9]")
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -57,6 +68,8 @@ def _sanitized(display_name: str) -> str | None:
     text = "".join(char for char in text if not unicodedata.combining(char))
     text = _WHITESPACE_RUN.sub("_", text.strip())
     text = _NOT_ALLOWED.sub("", text)[:_MAX_NAME_LENGTH]
+    if not _HAS_WORD_CHARACTER.search(text):
+        return None  # only separators left (a name in a script we cannot transliterate)
     return text if NAME_PATTERN.match(text) else None
 
 

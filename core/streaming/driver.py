@@ -239,8 +239,9 @@ class ReplyStream:
         """Every remaining part at FINAL priority."""
         while (cut := self._next_cut(final=True)) is not None:
             await self._freeze(cut)
-        last = finish_text(self._message_text())
-        if last[len(self._reopen) :].strip():
+        message = self._message_text()
+        last = finish_text(message)
+        if message[len(self._reopen) :].strip():
             await self._write_final(last)
         elif self._message_id is not None:
             await self._write_final(self._shown or last)
@@ -253,15 +254,20 @@ class ReplyStream:
         self._reopen = cut.reopen
 
     async def _write_final(self, text: str) -> None:
-        """Close the open message with `text`, or post `text` as a whole message."""
+        """Close the open message with `text`, or post `text` as a whole message.
+
+        A sink with `finalize_unchanged=False` gets no finalize call when `text` is exactly what
+        the message already shows (a short answer then costs one post, not a post and an edit).
+        """
         deadline = min(self._deadline, self._clock.now() + self._policy.final_deadline)
         if self._message_id is None:
             await self._final_call(WriteKind.POST, text, deadline)
             if not self._limits.supports_edit:
                 self._close_message()
                 return
-        await self._final_call(WriteKind.FINAL, text, deadline)
-        self._close_message()
+        if self._limits.finalize_unchanged or text != self._shown:
+            await self._final_call(WriteKind.FINAL, text, deadline)
+        self._close_message()  # final either way: no write changes this message again
 
     async def _final_call(self, kind: WriteKind, text: str, deadline: float) -> None:
         """One write at FINAL priority, retried after rate limits until `deadline`."""
@@ -349,8 +355,9 @@ class ReplyStream:
     def _next_cut(self, *, final: bool) -> Cut | None:
         limits = self._limits
         message = self._message_text()
-        if limits.max_length >= 1 and self._view.fits(message):
+        if not final and limits.max_length >= 1 and self._view.fits(message):
             return None  # the common case, without measuring the whole message again
+        # a final cut also counts the fence `finish_text` closes the last part with
         return cut_full_part(
             message,
             limits.max_length,

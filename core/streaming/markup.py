@@ -37,6 +37,8 @@ _SPACED_PARTIAL = re.compile(
 _EMPHASIS = re.compile(r"\*+|_+|~+")
 _EMPHASIS_MARKERS = frozenset({"*", "**", "***", "_", "__", "~~"})
 _GRAPHEME_EXTENDERS = frozenset("\u200c\u200d\u20e3")
+# punctuation that may start emphasized text (besides opening brackets and quotes)
+_OPENING_PUNCTUATION = frozenset("\"'#@&%_\u00a1\u00bf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,32 @@ def _fence_point(
     if line_start <= floor or line_start < fence.content_start:
         return None
     return ResumePoint(line_start, last_fence, (), fence)
+
+
+def plausible_opener(text: str, pair: Pair) -> bool:
+    """Whether a pair with no closer yet reads as emphasis to close at a cut or in a preview.
+
+    The scan pairs markers the CommonMark way, which is right once a closer arrives. An opener
+    still waiting for its closer is only worth closing (and reopening) when it looks like the
+    start of emphasis: not intraword (`2**10`, `3*4`; an opener glued to text in a script
+    written without spaces, like `日本語**強調`, still counts), and followed by a word, an
+    opening bracket or quote, a symbol or code (`**(note)`, `**"x"`, `` **`f()` ``, `**⚠️`) rather
+    than by closing punctuation (`*.py`, `**/`, `*,`). Code spans always count.
+    """
+    if pair.atomic:
+        return True
+    before = text[pair.open_start - 1] if pair.open_start > 0 else " "
+    after = text[pair.open_end] if pair.open_end < len(text) else " "
+    if after.isspace():
+        return False
+    if before.isalnum() and unicodedata.east_asian_width(before) not in ("W", "F"):
+        return False
+    if after in _OPENING_PUNCTUATION:
+        return True
+    category = unicodedata.category(after)
+    if category[0] == "P" and category not in ("Ps", "Pi"):
+        return False  # closing punctuation: `*.py`, `**/`, `*,`
+    return after not in "=|>\\"
 
 
 def grapheme_safe(text: str, pos: int) -> bool:

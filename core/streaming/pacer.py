@@ -19,6 +19,12 @@ How a grant is decided (no busy polling, no partial takes):
   one timer task. Grants and cancellations wake the buckets whose head changed.
 * `pause(scopes, retry_after)` stops all grants in those buckets until `retry_after` (plus jitter)
   has passed, then allows one token and refills at the normal rate.
+
+Buckets of scopes no longer in use are dropped, so one-off keys (a chat answered once) do not
+pile up. While the pacer holds more than `max_idle_buckets` buckets, `acquire` sweeps out those
+that are full (idle long enough to refill), have no waiters, no timer and no pause in force,
+at most once per `max(max_idle_buckets, buckets left by the last sweep)` calls: O(1) amortised
+per call. Dropping changes no grant: a bucket created again starts full, exactly as it was.
 """
 
 from __future__ import annotations
@@ -141,7 +147,10 @@ class _Bucket:
 
 
 class Pacer:
-    """Token buckets keyed by `PaceScope.key`, shared by every concurrent stream."""
+    """Token buckets keyed by `PaceScope.key`, shared by every concurrent stream.
+
+    Up to `max_idle_buckets` buckets are kept without sweeping idle ones out (see the module doc).
+    """
 
     def __init__(
         self,
@@ -149,15 +158,20 @@ class Pacer:
         policy: StreamPolicy | None = None,
         *,
         rng: random.Random | None = None,
+        max_idle_buckets: int = 256,
     ) -> None:
         self.clock = clock
         self.policy = policy or StreamPolicy()
+        self.max_idle_buckets = max_idle_buckets
         self._rng = rng or random.Random()
         self._buckets: dict[str, _Bucket] = {}
         self._seq = itertools.count()
+        self._calls_since_sweep = 0
+        self._sweep_every = max(1, max_idle_buckets)
 
     async def acquire(self, scopes: Sequence[PaceScope], priority: Priority) -> None:
         """Wait until every named bucket can serve `priority`, then take one token from each."""
+        self._maybe_sweep()  # before the lookup: a bucket in use here is never dropped
         buckets = self._buckets_for(scopes)
         if not buckets:
             return
@@ -198,7 +212,11 @@ class Pacer:
         return until
 
     def stats(self) -> dict[str, ScopeStats]:
-        """A snapshot of every bucket, keyed by scope key."""
+        """A snapshot of every bucket, keyed by scope key.
+
+        A bucket dropped while idle (see the module doc) is missing, and its counters start
+        from zero when its scope is used again.
+        """
         now = self.clock.now()
         result: dict[str, ScopeStats] = {}
         for key, bucket in self._buckets.items():
@@ -226,6 +244,33 @@ class Pacer:
                 bucket.timer = None
 
     # -- bucket bookkeeping ------------------------------------------------------------------
+
+    def _maybe_sweep(self) -> None:
+        """Drop idle buckets; a sweep of n buckets comes at least n calls after the last one."""
+        self._calls_since_sweep += 1
+        if (
+            self._calls_since_sweep < self._sweep_every
+            or len(self._buckets) <= self.max_idle_buckets
+        ):
+            return
+        now = self.clock.now()
+        idle = [key for key, bucket in self._buckets.items() if self._idle(bucket, now)]
+        for key in idle:
+            del self._buckets[key]
+        self._calls_since_sweep = 0
+        self._sweep_every = max(1, self.max_idle_buckets, len(self._buckets))
+
+    @staticmethod
+    def _idle(bucket: _Bucket, now: float) -> bool:
+        """Whether dropping `bucket` changes nothing: it is exactly what a new one would be."""
+        if bucket.paused_until > now or (bucket.timer is not None and not bucket.timer.done()):
+            return False
+        bucket.refill(now)
+        return (
+            bucket.tokens >= bucket.burst
+            and bucket.head() is None
+            and bucket.first_parked() is None
+        )
 
     def _buckets_for(self, scopes: Iterable[PaceScope]) -> list[_Bucket]:
         buckets: dict[str, _Bucket] = {}

@@ -50,6 +50,11 @@ class SinkLimits:
     typing_scopes: tuple[PaceScope, ...] = ()
     min_edit_interval: float = 0.0
     supports_edit: bool = True
+    finalize_unchanged: bool = True
+    """True: the sink needs `finalize` even when the text equals what it last wrote to that
+    message (a draft or native stream that must be committed or stopped). False: a plain edit
+    platform, where finalizing with unchanged text would be a no-op edit; the driver then skips
+    that call (saving a write from the shared budget) and counts the message as final."""
     extra: dict[str, str] = field(default_factory=dict)
 
     def scopes_for(self, kind: WriteKind) -> tuple[PaceScope, ...]:
@@ -90,6 +95,8 @@ class ReplySink(Protocol):
 
     async def finalize(self, message_id: str, text: str) -> str | None:
         """Write the final text of a message; it will not change again.
+
+        Skipped when `limits.finalize_unchanged` is False and `text` is what was last written.
 
         Returns the id of the message that now holds the text when that differs from
         `message_id` (a draft or preview replaced by a real message), else None.

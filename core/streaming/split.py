@@ -5,7 +5,9 @@ hard cut; they never land inside a link, a mention token (`<@U1>`, `<#C1|x>`, `<
 an inline code span or between characters that render as one symbol, unless nothing else fits.
 A cut inside a fenced code block closes the fence at the end of the part and reopens it (with the
 same info string) at the start of the next; emphasis (`**`, `*`, `_`, `~~`) open across a cut is
-closed and reopened the same way. That markup counts toward `max_length`.
+closed and reopened the same way. That markup counts toward `max_length`, the closing fence of
+the last part too. While the text still grows, an opener with no closer yet is only closed (at a
+cut or in a preview) when it reads as emphasis: `2**10` or `*.py` are left alone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from core.streaming.markup import Markup, ResumableScan, TailScan, grapheme_safe, scan
+from core.streaming.markup import (
+    Markup,
+    ResumableScan,
+    TailScan,
+    grapheme_safe,
+    plausible_opener,
+    scan,
+)
 from core.streaming.sink import count_chars, count_utf16
 
 Measure = Callable[[str], int]
@@ -71,9 +80,15 @@ def cut_full_part(
     """
     if max_length < 1:
         raise ValueError("max_length must be positive")
-    if measure(text) <= max_length:
+    if final:
+        markup = scan(text, final=True)
+        kept, suffix = _finish(markup)
+        if measure(text[:kept] + suffix) <= max_length:
+            return None  # the whole text fits as the last part, its closing fence included
+    elif measure(text) <= max_length:
         return None
-    markup = scan(text, final=final)
+    else:
+        markup = scan(text, final=False)
     limit = _limit_pos(text, max_length, measure)
     for strict in (True, False):
         forbidden = markup.forbidden(strict)
@@ -127,14 +142,19 @@ def split_final(text: str, max_length: int, measure: Measure = count_chars) -> l
 
 def finish_text(text: str) -> str:
     """The last part of a finished answer: trailing space dropped, an unclosed fence closed."""
-    markup = scan(text, final=True)
+    kept, suffix = _finish(scan(text, final=True))
+    return text[:kept] + suffix
+
+
+def _finish(markup: Markup) -> tuple[int, str]:
+    """`finish_text` of a `final=True` scan as (length of the text kept, markup appended)."""
+    text = markup.text
     last = markup.fences[-1] if markup.fences else None
     if last is not None and not last.closed:
         if not last.opener_complete:
-            return text.rstrip() + "\n" + last.closer
-        body = text[: last.content_start] + text[last.content_start :].rstrip("\n")
-        return body + "\n" + last.closer
-    return text.rstrip()
+            return len(text.rstrip()), "\n" + last.closer
+        return last.content_start + len(text[last.content_start :].rstrip("\n")), "\n" + last.closer
+    return len(text.rstrip()), ""
 
 
 def visible_preview(
@@ -274,7 +294,7 @@ def _preview(text: str, summarize: Callable[[str], TailScan]) -> tuple[str, str]
         if trimmed != text:
             text = trimmed
             continue
-        still_open = scanned.open_pairs
+        still_open = [pair for pair in scanned.open_pairs if plausible_opener(text, pair)]
         empty = next(
             (pair for pair in still_open if _NON_SPACE.search(text, pair.open_end) is None), None
         )
@@ -344,7 +364,12 @@ def _render(markup: Markup, pos: int, keep: int, limit: int) -> Cut | None:
         still_open = [
             pair
             for pair in markup.pairs
-            if pair.open_end <= end and (pair.close_start is None or pair.close_start >= resume)
+            if pair.open_end <= end
+            and (
+                plausible_opener(text, pair)  # no closer yet (streaming): `2**10` is not bold
+                if pair.close_start is None
+                else pair.close_start >= resume
+            )
         ]
         closing = "".join(pair.marker for pair in reversed(still_open))
         reopen = "".join(pair.marker for pair in still_open)
@@ -362,5 +387,8 @@ def _last_resort(text: str, max_length: int, measure: Measure, keep: int, final:
     body = text[keep:]
     inner = cut_full_part(body, max_length, measure, final=final)
     if inner is None:
+        if final:  # the body is the last part: it closes an unclosed fence like `finish_text`
+            kept, suffix = _finish(scan(body, final=True))
+            return Cut(body[:kept] + suffix, keep + kept, len(text), "", "", suffix)
         return Cut(body, len(text), len(text), "", "", "")
     return Cut(inner.part, keep + inner.end, keep + inner.resume, inner.reopen, "", inner.closing)

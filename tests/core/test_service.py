@@ -498,3 +498,14 @@ async def test_set_max_tokens_must_leave_room_for_history(rig: Rig) -> None:
     sink = rig.sink()
     await rig.service.handle(rig.inbound("/set max_tokens 200000"), sink)
     assert "smaller than the context window" in sink.texts()[0]
+
+
+async def test_names_in_other_scripts_stay_apart(rig: Rig) -> None:
+    await rig.service.handle(rig.inbound("one", author="U1", name="李雷"), rig.sink())
+    await rig.service.handle(rig.inbound("two", author="U2", name="韩梅梅"), rig.sink())
+    await rig.service.handle(rig.inbound("three", author="U3", name="Иван Петров"), rig.sink())
+    users = [m for m in rig.llm.chat_requests[-1].json["messages"] if m["role"] == "user"]
+    names = [m["name"] for m in users]
+    assert names[2] == "Ivan_Petrov"
+    assert names[0] != names[1] and all(n.startswith("u_") for n in names[:2])
+    assert "U1" not in names[0]

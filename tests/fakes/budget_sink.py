@@ -79,6 +79,7 @@ class Platform:
         self.rate_limited = 0
         self.rate_limited_by_key: dict[str, int] = defaultdict(int)
         self.not_modified_errors = 0
+        self.unchanged_finals = 0  # finalize calls that did not change the message's text
         self.protocol_errors: list[str] = []
         self.typing_calls = 0
         self._windows: dict[str, deque[float]] = defaultdict(deque)
@@ -228,6 +229,8 @@ class BudgetSink:
         elif kind in (WriteKind.EDIT, WriteKind.FINAL):
             assert text is not None and message_id is not None
             message = messages[message_id]
+            if kind is WriteKind.FINAL and message.text == text:
+                self.platform.unchanged_finals += 1
             message.text = text
             message.versions.append(text)
             message.final = kind is WriteKind.FINAL

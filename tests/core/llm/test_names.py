@@ -95,3 +95,20 @@ def test_sanitized_names_are_cached() -> None:
 
     assert results == {"Zoe_Cachetest_Angstrom"}
     assert names._sanitized.cache_info().hits - before >= 4
+
+
+@pytest.mark.parametrize(
+    ("display", "expected"),
+    [
+        ("Иван Петров", "Ivan_Petrov"),
+        ("Юлия Щербакова", "Yuliya_Shcherbakova"),
+        ("Олександр Ґонта", "Oleksandr_Gonta"),
+        ("李雷", None),
+        ("محمد", None),
+        ("_ -", None),
+    ],
+)
+def test_cyrillic_is_transliterated_and_separator_only_names_are_dropped(
+    display: str, expected: str | None
+) -> None:
+    assert sanitize_name(display) == expected

@@ -409,3 +409,126 @@ def test_incremental_preview_rescans_only_the_end(monkeypatch: pytest.MonkeyPatc
     view.preview(text)
     view.preview("".join(list(text)))
     assert len(scanned) == calls  # an unchanged text is not scanned again
+
+
+# -- the last part counts the fence it is closed with ----------------------------------------
+
+
+def unclosed_code_answer(size: int) -> str:
+    body = "Here is the code:\n\n```python\n" + "\n".join(f"x{i} = {i}  # step" for i in range(200))
+    return body[:size]
+
+
+def test_last_part_that_fits_only_without_its_closing_fence_is_cut() -> None:
+    text = unclosed_code_answer(1998)  # ends inside the fence: "\n```" makes it 2002
+    assert cut_full_part(text, 2000) is None  # still growing: nothing is closed yet
+    parts = split_final(text, 2000)
+    assert len(parts) == 2 and all(len(part) <= 2000 for part in parts), [len(p) for p in parts]
+    assert parts[0].endswith("\n```") and parts[1].startswith("```python\n")
+    assert parts[1].endswith("\n```")
+    cut = cut_full_part(text, 2000, final=True)
+    assert cut is not None and len(cut.part) <= 2000
+    check_split(text, 2000, count_chars)
+
+
+@pytest.mark.parametrize("size", [1995, 1996, 1997, 1998, 1999, 2000])
+def test_finished_text_at_the_limit_keeps_every_part_within_it(size: int) -> None:
+    text = unclosed_code_answer(size)
+    for measure in (count_chars, count_utf16):
+        parts = split_final(text, 2000, measure)
+        assert all(measure(part) <= 2000 for part in parts)
+        assert parts[-1].endswith("```")
+
+
+def unfinished_markdown(rng: random.Random) -> str:
+    """A random answer cut off anywhere: often inside a fence, an emphasis run or a token."""
+    text = random_markdown(rng)
+    roll = rng.random()
+    if roll < 0.3:
+        text += "\n\n```" + rng.choice(["", "python", "text title=x"]) + "\n"
+        text += "\n".join("    code = line" for _ in range(rng.randint(0, 8)))
+    elif roll < 0.5:
+        text += " **" + " ".join(["open", "bold", "words"][: rng.randint(1, 3)])
+    elif roll < 0.6:
+        text += " _open italic"
+    return text[: rng.randint(len(text) // 2, len(text))]
+
+
+def check_final_lengths(text: str, max_length: int, measure: Callable[[str], int]) -> None:
+    """Every message of the split fits, and no text is lost between or after them."""
+    pieces = split_pieces(text, max_length, measure)
+    assert [piece.text for piece in pieces] == split_final(text, max_length, measure)
+    position = 0
+    for piece in pieces:
+        assert measure(piece.text) <= max_length, (max_length, piece.text)
+        assert piece.text == piece.prefix + text[piece.start : piece.end] + piece.suffix
+        assert not text[position : piece.start].strip(), "text lost between parts"
+        position = piece.end
+    assert not text[position:].strip(), "text lost at the end"
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_every_final_part_fits_even_when_the_text_ends_inside_markup(seed: int) -> None:
+    rng = random.Random(6000 + seed)
+    text = unfinished_markdown(rng)
+    for measure in (count_chars, count_utf16):
+        size = measure(text)
+        near = [size + delta for delta in range(-6, 3) if size + delta >= 40]
+        limits = [*near, *(rng.randint(40, 600) for _ in range(6))]
+        for max_length in limits:
+            check_final_lengths(text, max_length, measure)
+
+
+# -- openers still waiting for their closer ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "opening",
+    ["Compute 3*4 first. ", "In Python 2**10 is 1024. ", "Delete all *.py files first. "],
+)
+def test_streaming_cut_does_not_close_an_opener_that_is_not_emphasis(opening: str) -> None:
+    text = opening + " ".join(["word"] * 60) + " and then more text follows here"
+    growing = cut_full_part(text, 200, final=False)
+    finished = cut_full_part(text, 200, final=True)
+    assert growing is not None and finished is not None
+    assert growing.reopen == "" and not growing.part.endswith("*"), growing.part[-20:]
+    assert growing.part == finished.part and growing.resume == finished.resume
+
+
+@pytest.mark.parametrize(
+    ("opening", "marker"),
+    [("Words here **", "**"), ("Some *", "*"), ("A (**", "**"), ("日本語**", "**"), ("x ~~", "~~")],
+)
+def test_streaming_cut_still_closes_a_real_opener(opening: str, marker: str) -> None:
+    text = opening + "then a long run " * 5 + "that has not closed yet"
+    cut = cut_full_part(text, 60)
+    assert cut is not None
+    assert cut.part.endswith(marker) and cut.reopen == marker
+    assert cut.part.count(marker) == 2
+
+
+@pytest.mark.parametrize(
+    ("partial", "shown"),
+    [
+        ("Delete all *.py files first. and then", "Delete all *.py files first. and then"),
+        ("In Python 2**10 is", "In Python 2**10 is"),
+        ("Compute 3*4 and", "Compute 3*4 and"),
+        ("glob **/*.md and", "glob **/*.md and"),
+        ("a *, b", "a *, b"),
+        ("Hello **wor", "Hello **wor**"),
+        ("Note *this", "Note *this*"),
+        ("**(optional) part", "**(optional) part**"),
+        ('**"quoted" part', '**"quoted" part**'),
+        ("**`f()` call", "**`f()` call**"),
+        ("**\u26a0\ufe0f warning", "**\u26a0\ufe0f warning**"),
+        ("**5 items", "**5 items**"),
+        ("日本語**強調", "日本語**強調**"),
+        ("**bold with *.py inside", "**bold with *.py inside**"),
+    ],
+)
+def test_preview_closes_only_openers_that_read_as_emphasis(partial: str, shown: str) -> None:
+    assert visible_preview(partial) == shown
+    view = GrowingPreview(10**6)
+    for end in range(len(partial) + 1):
+        view.preview(partial[:end])
+    assert view.preview(partial) == shown
