@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 from typing import TextIO
 
 from adapters.console.inbound import to_inbound
@@ -48,10 +50,39 @@ class ConsoleChannel:
             if interactive:
                 self._out.write("\n> ")
                 self._out.flush()
-            line = await asyncio.to_thread(source.readline)
+            line = await read_line(source)
             if not line:
                 break
             if line.strip().lower() in EXIT_WORDS:
                 break
             if line.strip():
                 await self.ask(line)
+
+
+async def read_line(source: TextIO) -> str:
+    """Read one line without blocking the loop, in a daemon thread that never delays exit.
+
+    `asyncio.to_thread` would leave a worker blocked on stdin that `asyncio.run` waits for at
+    shutdown, so Ctrl-C at the prompt would only take effect after Enter.
+    """
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[str] = loop.create_future()
+
+    def deliver(line: str | None, error: BaseException | None) -> None:
+        if result.done():
+            return
+        if error is not None:
+            result.set_exception(error)
+        else:
+            result.set_result(line or "")
+
+    def read() -> None:
+        try:
+            line, error = source.readline(), None
+        except Exception as exc:
+            line, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while we were reading
+            loop.call_soon_threadsafe(deliver, line, error)
+
+    threading.Thread(target=read, name="console-input", daemon=True).start()
+    return await result

@@ -11,16 +11,24 @@ _TYPING = "… thinking"
 
 
 class ConsoleSink:
-    """Prints each answer as it grows, appending only new text, so a pipe gets the clean answer."""
+    """Prints answers as they grow, appending only new text, so a pipe gets the clean answer.
+
+    One message prints live at a time; others (the further choices of n > 1) are kept and
+    printed whole, in the order they were posted, once the live one is final.
+    """
 
     def __init__(self, out: TextIO, *, interactive: bool | None = None) -> None:
         self._out = out
         self._interactive = out.isatty() if interactive is None else interactive
-        self._shown: dict[str, str] = {}
-        self._latest: dict[str, str] = {}
+        self._limits = SinkLimits(max_length=1_000_000)
         self._typing = False
         self._count = 0
-        self._limits = SinkLimits(max_length=1_000_000)
+        self._order: list[str] = []
+        self._latest: dict[str, str] = {}
+        self._shown: dict[str, str] = {}
+        self._final: set[str] = set()
+        self._printed: set[str] = set()
+        self._live: str | None = None
 
     @property
     def limits(self) -> SinkLimits:
@@ -35,8 +43,11 @@ class ConsoleSink:
     async def post(self, text: str) -> str:
         self._count += 1
         message_id = f"console-{os.getpid()}-{self._count}"
-        self._shown[message_id] = ""
+        self._order.append(message_id)
         self._latest[message_id] = text
+        self._shown[message_id] = ""
+        if self._live is None:
+            self._live = message_id
         return message_id
 
     async def edit(self, message_id: str, text: str) -> None:
@@ -44,19 +55,40 @@ class ConsoleSink:
         # what two successive texts share is settled, so only that part is printed.
         previous = self._latest.get(message_id, "")
         self._latest[message_id] = text
-        self._write(message_id, _common_prefix(previous, text))
+        if message_id == self._live:
+            self._print(message_id, _common_prefix(previous, text))
 
     async def finalize(self, message_id: str, text: str) -> None:
         self._latest[message_id] = text
+        self._final.add(message_id)
+        if message_id == self._live:
+            self._print_final(message_id)
+            self._advance()
+
+    def _advance(self) -> None:
+        """Print the messages that finished while another was live; the next open one goes live."""
+        self._live = None
+        for message_id in self._order:
+            if message_id in self._printed:
+                continue
+            if message_id in self._final:
+                self._print_final(message_id)
+                continue
+            self._live = message_id
+            return
+
+    def _print_final(self, message_id: str) -> None:
+        text = self._latest[message_id]
         shown = self._shown.get(message_id, "")
         if not text.startswith(shown):
             self._shown[message_id] = _common_prefix(shown, text)
             self._out.write("\n")
-        self._write(message_id, text)
+        self._print(message_id, text)
         self._out.write("\n")
         self._out.flush()
+        self._printed.add(message_id)
 
-    def _write(self, message_id: str, settled: str) -> None:
+    def _print(self, message_id: str, settled: str) -> None:
         """Print what `settled` adds to what is already shown of the message."""
         if self._typing:
             self._out.write("\r\x1b[K")

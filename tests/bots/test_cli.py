@@ -195,3 +195,48 @@ async def test_ask_with_a_command_succeeds(tmp_path: Path, fake_llm: FakeOpenAI)
     result = await threadline(tmp_path, "ask", "/help", env=llm_env(fake_llm))
     assert result.code == 0, result.err
     assert "/new" in result.out and fake_llm.chat_requests == []
+
+
+def _chat_then_ctrl_c(cwd: Path, env: dict[str, str]) -> tuple[bool, int | None, float]:
+    """Start `chat` on a pseudo-terminal, wait for the prompt, press Ctrl-C; (prompt, code, s)."""
+    import pty
+    import select
+    import signal
+    import subprocess
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bots", "chat"],
+        cwd=cwd,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"> " not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.2)
+        if ready:
+            seen += os.read(leader, 1024)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    try:
+        code: int | None = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    os.close(leader)
+    return b"> " in seen, code, time.monotonic() - started
+
+
+async def test_ctrl_c_at_the_chat_prompt_exits_at_once(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    env = {**os.environ, **llm_env(fake_llm), "PYTHONPATH": REPO}
+    prompt, code, seconds = await asyncio.to_thread(_chat_then_ctrl_c, tmp_path, env)
+    assert prompt
+    assert code == 130 and seconds < 5

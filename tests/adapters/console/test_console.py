@@ -65,3 +65,16 @@ async def test_ask_through_the_console_channel_streams_and_remembers(
     assert out.getvalue() == "A growing answer, word by word.\necho: second\n"
     contents = [m["content"] for m in fake_llm.chat_requests[1].json["messages"]]
     assert contents == ["sys", "first", "A growing answer, word by word.", "second"]
+
+
+async def test_several_answers_are_printed_one_after_the_other() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(out, interactive=False)
+    first = await sink.post("alpha")
+    second = await sink.post("one")
+    await sink.edit(second, "one two")
+    await sink.edit(first, "alpha beta")
+    await sink.finalize(second, "one two three")
+    await sink.edit(first, "alpha beta gamma")
+    await sink.finalize(first, "alpha beta gamma delta")
+    assert out.getvalue() == "alpha beta gamma delta\none two three\n"
