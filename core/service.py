@@ -238,7 +238,7 @@ class ChatService:
             author_id=inbound.author_id,
             author_name=inbound.author_name,
             platform_message_ids=(inbound.message_id,),
-            token_count=self._counter.count(inbound.text, self._config.params.model),
+            token_count=self._stored_count(inbound.text, self._config.params.model),
         )
         loaded = await self._store.append_and_load(
             key,
@@ -343,9 +343,13 @@ class ChatService:
                 content=text,
                 status=status,
                 platform_message_ids=message_ids,
-                token_count=self._counter.count(text, model),
+                token_count=self._stored_count(text, model),
             ),
         )
+
+    def _stored_count(self, text: str, model: str) -> int | None:
+        """A turn's token count worth storing: exact counts only, so estimates stay calibrated."""
+        return self._counter.count(text, model) if self._counter.is_exact(model) else None
 
     def _params_for(self, meta: Mapping[str, Any]) -> ChatParams:
         overrides = meta.get("params") or {}
