@@ -24,7 +24,8 @@ Buckets of scopes no longer in use are dropped, so one-off keys (a chat answered
 pile up. While the pacer holds more than `max_idle_buckets` buckets, `acquire` sweeps out those
 that are full (idle long enough to refill), have no waiters, no timer and no pause in force,
 at most once per `max(max_idle_buckets, buckets left by the last sweep)` calls: O(1) amortised
-per call. Dropping changes no grant: a bucket created again starts full, exactly as it was.
+per call. Dropping changes no grant: a bucket created again starts full, exactly as it was (and
+a full bucket whose scope comes back with another burst fills to it, kept or not).
 """
 
 from __future__ import annotations
@@ -281,9 +282,12 @@ class Pacer:
             if bucket is None:
                 bucket = self._buckets[scope.key] = _Bucket(scope, self.clock.now())
             elif bucket.rate != scope.rate or bucket.burst != scope.burst:
-                bucket.refill(self.clock.now())
+                now = self.clock.now()
+                bucket.refill(now)
+                full = bucket.tokens >= bucket.burst and now >= bucket.paused_until
                 bucket.rate, bucket.burst = scope.rate, scope.burst
-                bucket.tokens = min(bucket.tokens, bucket.burst)
+                # a full bucket stays full, as if new: it could as well have been dropped idle
+                bucket.tokens = bucket.burst if full else min(bucket.tokens, bucket.burst)
             buckets[scope.key] = bucket
         return list(buckets.values())
 

@@ -18,8 +18,11 @@ from core.streaming import (
     StreamDriver,
     StreamPolicy,
     WriteKind,
+    count_chars,
     count_utf16,
+    finish_text,
     markup,
+    split_final,
 )
 from core.streaming.markup import ResumePoint
 from tests.fakes.budget_sink import Budget, BudgetSink, Platform
@@ -517,3 +520,177 @@ async def test_finalize_can_replace_the_message_id(clock: VirtualClock) -> None:
     result = await stream.finish(text)
     assert [message_id for message_id, _ in sink.finals] == ["draft0", "draft1"]
     assert result.message_ids == ["real1", "real2"]
+
+
+# -- the last part counts the fence it is closed with ----------------------------------------
+
+
+async def test_last_part_that_fits_only_without_its_closing_fence_is_cut(
+    clock: VirtualClock,
+) -> None:
+    platform = Platform(clock)  # refuses a text over max_length: the answer would be lost
+    sink = platform.sink(SinkLimits(max_length=2000))
+    stream = make_driver(clock).open(sink)
+    code = "\n".join(f"x{i} = {i}  # step" for i in range(200))
+    text = ("Here is the code:\n\n```python\n" + code)[:1998]  # "\n```" would make it 2002
+    await stream.start()
+    stream.update(text[:1000])
+    await clock.sleep(0.5)
+    stream.update(text)
+    result = await stream.finish(text)
+    assert result.delivered and result.error is None
+    assert all(len(record.text) <= 2000 for record in sink.records())
+    texts = sink.texts()
+    assert len(texts) == 2 and sink.all_final()
+    assert texts[0].endswith("\n```") and texts[1].startswith("```python\n")
+    assert texts[1].endswith("\n```")
+    assert squeeze("".join(texts)) == squeeze(text + "```")
+
+
+def unfinished_markdown(rng: random.Random) -> str:
+    """A random answer that may end inside a fence or an emphasis run."""
+    text = "\n\n".join(random_markdown(rng) for _ in range(2))
+    roll = rng.random()
+    if roll < 0.5:
+        code = "\n".join("    code = line" for _ in range(rng.randint(1, 8)))
+        opener = "\n\n```" + rng.choice(["", "python", "text title=x"]) + "\n"
+        return text + opener + code[: rng.randint(0, len(code))]
+    if roll < 0.7:
+        return text + " **open bold words"
+    if roll < 0.8:
+        return text + " _open italic"
+    return text[: rng.randint(len(text) * 2 // 3, len(text))]
+
+
+@pytest.mark.parametrize("seed", range(24))
+async def test_every_final_write_fits_even_when_the_text_ends_inside_markup(
+    clock: VirtualClock, seed: int
+) -> None:
+    rng = random.Random(7000 + seed)
+    text = unfinished_markdown(rng)
+    measure = rng.choice([count_chars, count_utf16])
+    size, closed = measure(text), measure(finish_text(text))
+    if seed % 3 == 0:  # several parts
+        max_length = rng.randint(60, 400)
+    elif closed > size:  # the whole text fits only until its closing fence is added
+        max_length = rng.randint(size, closed - 1)
+    else:
+        max_length = max(40, size + rng.randint(-5, 2))
+    platform = Platform(clock, latency=0.02)
+    sink = platform.sink(SinkLimits(max_length=max_length, measure=measure))
+    stream = make_driver(clock).open(sink)
+    await produce(stream, clock, text, chunk=rng.randint(1, 40), every=0.05)
+    result = await stream.finish(text)
+    assert result.delivered, (max_length, result.error)
+    finals = [r for r in sink.records() if r.kind is WriteKind.FINAL]
+    assert finals and all(measure(r.text) <= max_length for r in sink.records())
+    assert sink.all_final() and not platform.protocol_errors
+    assert plain("\n".join(sink.texts())) == plain(text)
+
+
+# -- openers still waiting for their closer ---------------------------------------------------
+
+
+async def stream_words(stream: ReplyStream, clock: VirtualClock, text: str) -> str:
+    """Feed `text` a word at a time; returns the whole text."""
+    shown = ""
+    for word in text.split(" "):
+        shown = f"{shown} {word}" if shown else word
+        stream.update(shown)
+        await clock.sleep(0.05)
+    return shown
+
+
+@pytest.mark.parametrize("opening", ["In Python 2**10 is 1024.", "Delete all *.py files first."])
+async def test_streaming_cut_invents_no_emphasis(clock: VirtualClock, opening: str) -> None:
+    platform = Platform(clock)
+    sink = platform.sink(SinkLimits(max_length=200))
+    stream = make_driver(clock).open(sink)
+    text = opening + " " + " ".join(["word"] * 60) + " and then more text follows here."
+    await stream.start()
+    result = await stream.finish(await stream_words(stream, clock, text))
+    assert result.delivered
+    texts = sink.texts()
+    assert len(texts) == 2
+    assert not texts[0].endswith("*") and not texts[1].startswith("*"), texts
+    assert texts == split_final(text, 200)  # the parts frozen while streaming, as if finished
+    assert all(not r.text.rstrip().endswith("*") for r in sink.records())
+
+
+async def test_streaming_cut_inside_real_bold_closes_and_reopens_it(clock: VirtualClock) -> None:
+    platform = Platform(clock)
+    sink = platform.sink(SinkLimits(max_length=120))
+    stream = make_driver(clock).open(sink)
+    text = "Intro words here. **" + " ".join(["bold"] * 50) + " end** and after."
+    result = await stream.finish(await stream_words(stream, clock, text))
+    assert result.delivered
+    texts = sink.texts()
+    assert len(texts) >= 3
+    for shown in texts:
+        assert shown.count("**") == 2, texts
+    assert all(shown.startswith("**bold") for shown in texts[1:])
+    assert all(record.text.count("**") % 2 == 0 for record in sink.records())
+
+
+# -- finalize with unchanged text ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("finalize_unchanged", [True, False])
+async def test_short_answer_finalize_with_unchanged_text(
+    clock: VirtualClock, finalize_unchanged: bool
+) -> None:
+    platform = slack_platform(clock)
+    sink = platform.sink(slack_limits(finalize_unchanged=finalize_unchanged))
+    result = await make_driver(clock).open(sink).finish("Done: 3 files renamed.")
+    assert result.delivered and result.error is None
+    assert sink.texts() == ["Done: 3 files renamed."] and result.message_ids == sink.message_ids
+    kinds = [record.kind for record in sink.records()]
+    if finalize_unchanged:  # a draft or native stream must be committed
+        assert kinds == [WriteKind.POST, WriteKind.FINAL] and result.writes == 2
+        assert platform.unchanged_finals == 1 and sink.all_final()
+    else:  # a plain edit platform: the post already shows the final text
+        assert kinds == [WriteKind.POST] and result.writes == 1
+        assert platform.unchanged_finals == 0
+    assert result.final_visible_at is not None
+
+
+@pytest.mark.parametrize("finalize_unchanged", [True, False])
+async def test_streamed_answer_finalize_with_unchanged_text(
+    clock: VirtualClock, finalize_unchanged: bool
+) -> None:
+    platform = slack_platform(clock, not_modified="reject")
+    limits = slack_limits(
+        max_length=150, min_edit_interval=0.0, finalize_unchanged=finalize_unchanged
+    )
+    sink = platform.sink(limits)
+    stream = make_driver(clock).open(sink)
+    text = answer_text(random.Random(12), 3)
+    await produce(stream, clock, text, chunk=3, every=0.3)  # every preview gets written
+    await clock.sleep(5.0)
+    result = await stream.finish(text)  # the open message already shows the last part
+    assert result.delivered and result.error is None
+    texts = sink.texts()
+    assert len(texts) >= 3 and squeeze("".join(texts)) == squeeze(text)
+    finals = [r for r in sink.records() if r.kind is WriteKind.FINAL]
+    assert not platform.protocol_errors and platform.not_modified_errors == 0
+    if finalize_unchanged:
+        assert len(finals) == len(texts) and sink.all_final()
+    else:
+        # a frozen part shorter than its last preview is still written; the last message,
+        # whose preview already shows all of it, is not written again
+        assert platform.unchanged_finals == 0
+        assert 1 <= len(finals) < len(texts)
+        assert sink.message_ids[-1] not in {r.message_id for r in finals}
+        assert result.message_ids == sink.message_ids
+
+
+async def test_final_text_that_differs_is_still_finalized(clock: VirtualClock) -> None:
+    platform = slack_platform(clock)
+    sink = platform.sink(slack_limits(finalize_unchanged=False))
+    stream = make_driver(clock).open(sink)
+    stream.update("partial answer")
+    await clock.sleep(1.0)
+    result = await stream.finish("partial answer, now complete")
+    assert result.delivered
+    assert [r.kind for r in sink.records()] == [WriteKind.POST, WriteKind.FINAL]
+    assert sink.texts() == ["partial answer, now complete"] and sink.all_final()

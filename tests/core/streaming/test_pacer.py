@@ -243,3 +243,115 @@ async def test_a_thousand_chats_with_a_shared_bot_bucket(clock: VirtualClock) ->
     for window_start in range(0, 100, 5):
         in_window = [t for t in grants if window_start <= t < window_start + 5]
         assert len(in_window) <= 30 * 5 + 30
+
+
+# -- idle buckets are dropped ---------------------------------------------------------------------
+
+
+async def test_one_off_scopes_do_not_pile_up(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    most = 0
+    for index in range(10_000):  # a new chat every 10 ms, each answered once
+        await pacer.acquire([PaceScope(f"chat{index}", rate=1.0, burst=2.0), BOT], Priority.FINAL)
+        if index % 50 == 0:
+            most = max(most, len(pacer.stats()))
+        await clock.sleep(0.01)
+    # only the chats of the last second are not full again yet, plus up to 256 idle ones
+    assert most <= pacer.max_idle_buckets + 100, most
+    await clock.sleep(60.0)
+    small = Pacer(clock, StreamPolicy(), max_idle_buckets=8)
+    for index in range(10_000):
+        await small.acquire([PaceScope(f"once{index}", rate=1.0)], Priority.EDIT)
+    assert len(small.stats()) == 10_000  # all at one instant: none has refilled yet
+    await clock.sleep(5.0)
+    for _ in range(10_000):
+        await small.acquire([], Priority.EDIT)
+    assert len(small.stats()) == 0  # a sweep found them all full, idle and unpaused
+
+
+async def test_busy_waiting_and_paused_buckets_are_kept(clock: VirtualClock) -> None:
+    pacer = Pacer(clock, StreamPolicy(pause_jitter=0.0), max_idle_buckets=0)
+    slow = PaceScope("slow", rate=0.1, burst=1.0)
+    paused = PaceScope("paused", rate=10.0, burst=1.0)
+    await pacer.acquire([slow], Priority.FINAL)
+    waiter = asyncio.ensure_future(grant_time(pacer, clock, [slow], Priority.FINAL))
+    await asyncio.sleep(0)
+    pacer.pause([paused], 30.0)
+    for index in range(50):  # every call sweeps: idle one-offs go, the others stay
+        await pacer.acquire([PaceScope(f"x{index}", rate=100.0)], Priority.FINAL)
+        await clock.sleep(0.05)
+        assert {"slow", "paused"} <= set(pacer.stats())
+    assert await waiter == pytest.approx(10.0)
+    assert await grant_time(pacer, clock, [paused], Priority.FINAL) >= 30.0
+    assert pacer.stats()["slow"].grants == 2
+
+
+async def run_workload(pacer: Pacer, clock: VirtualClock, seed: int) -> list[tuple[str, float]]:
+    """Streams on shared and one-off scopes with pauses; (who, grant time since the start)."""
+    rng = random.Random(seed)
+    start = clock.now()
+    grants: list[tuple[str, float]] = []
+    shared = [
+        PaceScope(f"ws{i}", rate=rng.uniform(0.5, 5.0), burst=rng.choice([1, 2, 5]))
+        for i in range(3)
+    ]
+
+    async def stream(name: str, plan: list[tuple[float, list[PaceScope], Priority, float]]) -> None:
+        for delay, scopes, priority, pause in plan:
+            await clock.sleep(delay)
+            await pacer.acquire(scopes, priority)
+            grants.append((name, round(clock.now() - start, 6)))
+            if pause:
+                pacer.pause(scopes, pause)
+
+    async with asyncio.TaskGroup() as group:
+        for index in range(40):
+            # two streams may share a chat key with other limits: a bucket whose burst changes
+            # must behave the same whether it was kept or dropped while idle
+            own = PaceScope(
+                f"chat{index % 25}", rate=rng.uniform(0.2, 3.0), burst=rng.choice([1, 3])
+            )
+            plan = [
+                (
+                    rng.choice([0.0, 0.01, 0.3, 2.0, 8.0]),
+                    rng.sample([own, *shared], rng.randint(1, 3)),
+                    rng.choice(list(Priority)),
+                    2.0 if rng.random() < 0.05 else 0.0,
+                )
+                for _ in range(rng.randint(1, 12))
+            ]
+            group.create_task(stream(f"s{index}", plan))
+    return grants
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_dropping_idle_buckets_changes_no_grant(clock: VirtualClock, seed: int) -> None:
+    policy = StreamPolicy(pause_jitter=0.3)
+    keeping = Pacer(clock, policy, rng=random.Random(seed), max_idle_buckets=10**9)  # no sweeps
+    kept = await run_workload(keeping, clock, seed)
+    await clock.sleep(100.0)
+    dropping = Pacer(clock, policy, rng=random.Random(seed), max_idle_buckets=0)  # many sweeps
+    swept = 0
+    sweep = dropping._maybe_sweep
+
+    def counting_sweep() -> None:
+        nonlocal swept
+        before = len(dropping._buckets)
+        sweep()
+        swept += before - len(dropping._buckets)
+
+    dropping._maybe_sweep = counting_sweep  # type: ignore[method-assign]
+    assert await run_workload(dropping, clock, seed) == kept
+    assert swept > 0  # buckets were dropped (and created again) along the way
+
+
+async def test_a_full_bucket_stays_full_when_its_burst_changes(clock: VirtualClock) -> None:
+    """As if it had been dropped while idle and created again with the new limits."""
+    pacer = make_pacer(clock)
+    await pacer.acquire([PaceScope("s", rate=1.0, burst=1.0)], Priority.FINAL)
+    await clock.sleep(5.0)  # full again
+    wider = PaceScope("s", rate=1.0, burst=3.0)
+    times = [await grant_time(pacer, clock, [wider], Priority.FINAL) for _ in range(4)]
+    assert [t - 5.0 for t in times] == pytest.approx([0, 0, 0, 1.0])
+    widest = PaceScope("s", rate=1.0, burst=5.0)  # not full (empty): it keeps what it has
+    assert await grant_time(pacer, clock, [widest], Priority.FINAL) == pytest.approx(7.0)
