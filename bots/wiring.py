@@ -140,9 +140,7 @@ async def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     driver = StreamDriver(pacer, clock)
     counter = TokenCounter()
     await asyncio.to_thread(counter.warm_up, config.params.model)
-    service = ChatService(
-        store=store, llm=llm, driver=driver, counter=counter, config=config, clock=clock
-    )
+    service = ChatService(store=store, llm=llm, driver=driver, counter=counter, config=config)
     return Runtime(settings, http, llm, store, pacer, driver, counter, service)
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from core.clock import Clock, SystemClock
 from core.commands import SETTABLE_PARAMS, Command, help_text, parse_command, parse_param_value
 from core.context import TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
@@ -123,14 +122,12 @@ class ChatService:
         driver: StreamDriver,
         counter: TokenCounter,
         config: ServiceConfig,
-        clock: Clock | None = None,
     ) -> None:
         self._store = store
         self._llm = llm
         self._driver = driver
         self._counter = counter
         self._config = config
-        self._clock = clock or SystemClock()
         self._locks = KeyedLocks()
         self._alias_key = config.user_hash_key or secrets.token_bytes(32)
 
