@@ -159,7 +159,7 @@ class ChatService:
                     if not route.claimed and not await self._store.claim_event(*claim):
                         outcome.skipped = "duplicate"
                         return outcome
-                    await self._run_command(command, inbound, route.key, sink, outcome)
+                    await self._run_command(command, route.key, sink, outcome)
                 else:
                     await self._answer(
                         inbound, route.key, sink, outcome, claim=None if route.claimed else claim
@@ -382,19 +382,15 @@ class ChatService:
         return name
 
     async def _run_command(
-        self,
-        command: Command,
-        inbound: Inbound,
-        key: ConversationKey,
-        sink: ReplySink,
-        outcome: Outcome,
+        self, command: Command, key: ConversationKey, sink: ReplySink, outcome: Outcome
     ) -> None:
         """Answer a chat command (no LLM call)."""
-        reply = await self._command_reply(command, inbound, key)
+        reply = await self._command_reply(command, key)
         outcome.text = reply
         outcome.results.append(await self._driver.open(sink).finish(reply))
 
-    async def _command_reply(self, command: Command, inbound: Inbound, key: ConversationKey) -> str:
+    async def _command_reply(self, command: Command, key: ConversationKey) -> str:
+        """The reply to a command; /new, /set and /unset change the conversation's meta."""
         if command.name == "help":
             return help_text()
         meta = await self._store.get_meta(key)
