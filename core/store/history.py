@@ -589,38 +589,6 @@ class HistoryStore:
         self._remember(key, conversation_id)
         return loaded
 
-    async def finish_turn(
-        self,
-        turn_id: int,
-        *,
-        content: str,
-        status: TurnStatus,
-        platform_message_ids: Sequence[str] = (),
-        token_count: int | None = None,
-    ) -> None:
-        """Record how turn `turn_id` ended; links any further platform message ids to it."""
-        values: dict[str, Any] = {"content": content, "status": status.value}
-        values["finished_at"] = _now()
-        if token_count is not None:
-            values["token_count"] = token_count
-        statement = (
-            update(_MESSAGES)
-            .where(_MESSAGES.c.id == turn_id)
-            .values(values)
-            .returning(_MESSAGES.c.conversation_id)
-        )
-
-        def work(connection: Connection) -> None:
-            conversation_id = connection.execute(statement).scalar_one_or_none()
-            if conversation_id is None:
-                raise StoreError(f"finishing a turn failed: no turn with id {turn_id}")
-            if platform_message_ids:
-                row = connection.execute(_KEY_OF_ID, {"cid": conversation_id}).one()
-                key = ConversationKey(*row)
-                self._link(connection, key, conversation_id, turn_id, platform_message_ids)
-
-        await self._run("finishing a turn", "write", work)
-
     async def link_platform_messages(
         self, key: ConversationKey, turn_id: int, message_ids: Sequence[str]
     ) -> None:

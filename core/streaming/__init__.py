@@ -18,7 +18,6 @@ from core.streaming.split import (
     finish_text,
     split_final,
     split_pieces,
-    take_full_part,
     visible_preview,
 )
 
@@ -42,6 +41,5 @@ __all__ = [
     "finish_text",
     "split_final",
     "split_pieces",
-    "take_full_part",
     "visible_preview",
 ]

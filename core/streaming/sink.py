@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -55,7 +55,6 @@ class SinkLimits:
     message (a draft or native stream that must be committed or stopped). False: a plain edit
     platform, where finalizing with unchanged text would be a no-op edit; the driver then skips
     that call (saving a write from the shared budget) and counts the message as final."""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def scopes_for(self, kind: WriteKind) -> tuple[PaceScope, ...]:
         """The buckets a write of `kind` draws from."""

@@ -105,16 +105,6 @@ def cut_full_part(
     return _last_resort(text, max_length, measure, keep, final)
 
 
-def take_full_part(
-    text: str, max_length: int, measure: Measure = count_chars
-) -> tuple[str, str] | None:
-    """(frozen part, remainder with reopened markup) once `text` exceeds `max_length`."""
-    cut = cut_full_part(text, max_length, measure)
-    if cut is None:
-        return None
-    return cut.part, cut.reopen + text[cut.resume :]
-
-
 def split_pieces(text: str, max_length: int, measure: Measure = count_chars) -> list[Piece]:
     """Every message of a finished `text`, with where each one's body lies in `text`."""
     pieces: list[Piece] = []

@@ -102,42 +102,6 @@ async def test_conversations_are_kept_apart(store: HistoryStore) -> None:
     assert await store.count(ConversationKey("x", "y", "z", "w")) == 0
 
 
-async def test_finish_turn_records_the_outcome(store: HistoryStore) -> None:
-    await store.append(KEY, user("question", "q1"))
-    turn_id = await store.append(KEY, bot("", status=TurnStatus.PARTIAL))
-    await store.link_platform_messages(KEY, turn_id, ["a1"])
-    await store.finish_turn(
-        turn_id,
-        content="the answer",
-        status=TurnStatus.COMPLETE,
-        platform_message_ids=["a1", "a2"],
-        token_count=42,
-    )
-    answer = (await store.recent(KEY, limit=1))[0]
-    assert (answer.content, answer.status, answer.token_count) == (
-        "the answer",
-        TurnStatus.COMPLETE,
-        42,
-    )
-    assert answer.platform_message_ids == ("a1", "a2")
-
-
-async def test_finish_turn_keeps_the_token_count_unless_given(store: HistoryStore) -> None:
-    turn_id = await store.append(KEY, Turn(Role.ASSISTANT, "x", token_count=7))
-    await store.finish_turn(turn_id, content="partial answer", status=TurnStatus.PARTIAL)
-    [turn] = await store.recent(KEY, limit=1)
-    assert (turn.content, turn.status, turn.token_count) == (
-        "partial answer",
-        TurnStatus.PARTIAL,
-        7,
-    )
-
-
-async def test_finish_unknown_turn_is_a_store_error(store: HistoryStore) -> None:
-    with pytest.raises(StoreError, match="no turn with id 999"):
-        await store.finish_turn(999, content="x", status=TurnStatus.FAILED)
-
-
 async def test_find_turn_by_any_platform_message_of_a_turn(store: HistoryStore) -> None:
     question = await store.append(KEY, user("question", "q1"))
     answer = await store.append(KEY, bot("part one", "a1"))

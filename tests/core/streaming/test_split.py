@@ -16,7 +16,6 @@ from core.streaming import (
     markup,
     split_final,
     split_pieces,
-    take_full_part,
     visible_preview,
 )
 from core.streaming.markup import ResumableScan, ResumePoint, grapheme_safe, scan
@@ -48,7 +47,7 @@ def outside_code(text: str) -> str:
 
 def test_text_that_fits_is_not_cut() -> None:
     assert cut_full_part("short", 10) is None
-    assert take_full_part("short", 5) is None
+    assert cut_full_part("short", 5) is None
     assert split_final("short  \n", 10) == ["short"]
 
 
@@ -173,9 +172,9 @@ def test_tilde_fences_and_longer_backtick_fences_reopen_the_same_way() -> None:
 
 def test_streaming_cut_inside_an_unclosed_fence() -> None:
     text = "```js\n" + "let x = 1;\n" * 10
-    result = take_full_part(text, 50)
-    assert result is not None
-    part, rest = result
+    cut = cut_full_part(text, 50)
+    assert cut is not None
+    part, rest = cut.part, cut.reopen + text[cut.resume :]
     assert part.startswith("```js\n") and part.endswith("\n```") and len(part) <= 50
     assert rest.startswith("```js\nlet x = 1;")
 
