@@ -75,7 +75,11 @@ class _Route:
     key: ConversationKey
     branch_of: ConversationKey | None = None
     upto: int | None = None
-    claimed: bool = False
+
+    @property
+    def claimed(self) -> bool:
+        """A branch claims its event before it is routed (it writes before any user turn)."""
+        return self.branch_of is not None
 
 
 @dataclass(slots=True)
@@ -197,7 +201,7 @@ class ChatService:
                 branch = replace(key, thread=f"{base}~{turn_id}.{inbound.message_id}")
                 if inbound.key.thread == RUNNING_THREAD:
                     await self._store.update_meta(inbound.key, current_thread=branch.thread)
-                return _Route(branch, branch_of=key, upto=turn_id, claimed=True)
+                return _Route(branch, branch_of=key, upto=turn_id)
         key = inbound.key
         if key.thread == RUNNING_THREAD:
             meta = await self._store.get_meta(key)
