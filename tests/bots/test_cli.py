@@ -8,8 +8,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 
 REPO = str(Path(__file__).resolve().parents[2])
@@ -22,8 +20,8 @@ class Result:
     err: str
 
 
-async def threadline(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    """Run `python -m bots ARGS` in `cwd` with a clean threadline environment."""
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without threadline's settings, plus `env`."""
     base = {
         k: v
         for k, v in os.environ.items()
@@ -32,18 +30,25 @@ async def threadline(cwd: Path, *args: str, env: dict[str, str] | None = None) -
     }
     base["PYTHONPATH"] = REPO
     base.update(env or {})
+    return base
+
+
+async def threadline(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> Result:
+    """Run `python -m bots ARGS` in `cwd` with a clean threadline environment."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bots",
         *args,
         cwd=cwd,
-        env=base,
-        stdin=asyncio.subprocess.DEVNULL,
+        env=cli_env(env),
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
 
@@ -154,39 +159,24 @@ async def test_db_upgrade_and_current(tmp_path: Path) -> None:
     assert current.out.strip() and current.out.strip() in upgraded.out
 
 
-@pytest.mark.parametrize("entry", [["-m", "bots", "--help"]])
-async def test_python_m_bots_is_the_cli(tmp_path: Path, entry: list[str]) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *entry,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0
+async def test_python_m_bots_is_the_cli(tmp_path: Path) -> None:
+    result = await threadline(tmp_path, "--help")
+    assert result.code == 0
     for command in ("run", "chat", "ask", "check", "db"):
-        assert command in out.decode()
+        assert command in result.out
 
 
 async def test_chat_answers_each_line_in_one_thread(tmp_path: Path, fake_llm: FakeOpenAI) -> None:
-    env = {**os.environ, **llm_env(fake_llm), "PYTHONPATH": REPO}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots",
+    result = await threadline(
+        tmp_path,
         "chat",
         "--thread",
         "cli-chat",
-        cwd=tmp_path,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env=llm_env(fake_llm),
+        stdin=b"hello there\nhow are you\n/exit\n",
     )
-    out, err = await asyncio.wait_for(proc.communicate(b"hello there\nhow are you\n/exit\n"), 60)
-    assert proc.returncode == 0, err.decode()
-    assert out.decode() == "echo: hello there\necho: how are you\n"
+    assert result.code == 0, result.err
+    assert result.out == "echo: hello there\necho: how are you\n"
     contents = [m["content"] for m in fake_llm.chat_requests[1].json["messages"][1:]]
     assert contents == ["hello there", "echo: hello there", "how are you"]
 
@@ -236,7 +226,7 @@ def _chat_then_ctrl_c(cwd: Path, env: dict[str, str]) -> tuple[bool, int | None,
 async def test_ctrl_c_at_the_chat_prompt_exits_at_once(
     tmp_path: Path, fake_llm: FakeOpenAI
 ) -> None:
-    env = {**os.environ, **llm_env(fake_llm), "PYTHONPATH": REPO}
+    env = cli_env(llm_env(fake_llm))
     prompt, code, seconds = await asyncio.to_thread(_chat_then_ctrl_c, tmp_path, env)
     assert prompt
     assert code == 130 and seconds < 5
