@@ -56,7 +56,8 @@ class ConsoleSink:
         previous = self._latest.get(message_id, "")
         self._latest[message_id] = text
         if message_id == self._live:
-            self._print(message_id, _common_prefix(previous, text))
+            settled = _common_prefix(previous, text, known=len(self._shown.get(message_id, "")))
+            self._print(message_id, settled)
 
     async def finalize(self, message_id: str, text: str) -> None:
         self._latest[message_id] = text
@@ -100,10 +101,21 @@ class ConsoleSink:
         self._out.flush()
 
 
-def _common_prefix(a: str, b: str) -> str:
-    """The longest string both `a` and `b` start with."""
+def _common_prefix(a: str, b: str, known: int = 0) -> str:
+    """The longest string both `a` and `b` start with; `known` hints where they may part.
+
+    Texts usually only grow, so the C-speed `startswith` answers at once; otherwise only the
+    part after `known` is compared, keeping each edit proportional to what changed.
+    """
+    if b.startswith(a):
+        return a
+    if a.startswith(b):
+        return b
     size = min(len(a), len(b))
-    for index in range(size):
+    start = min(known, size)
+    if not b.startswith(a[:start]):
+        start = 0  # the text changed inside what was shown: compare from the start
+    for index in range(start, size):
         if a[index] != b[index]:
             return a[:index]
     return a[:size]
