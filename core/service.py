@@ -135,6 +135,28 @@ class ChatService:
         self._locks = KeyedLocks()
         self._alias_key = config.user_hash_key or secrets.token_bytes(32)
 
+    async def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether `key` has stored turns, i.e. the bot has taken part in that conversation.
+
+        Adapters use it to answer unmentioned messages in a thread the bot is already in.
+        """
+        return bool(await self._store.recent(key, limit=1, platform_message_ids=False))
+
+    async def conversation_of(
+        self,
+        platform: str,
+        message_id: str,
+        *,
+        space: str | None = None,
+        channel: str | None = None,
+    ) -> ConversationKey | None:
+        """The conversation a platform message (the user's or the bot's) belongs to, or None.
+
+        Adapters use it to decide whether a reply to `message_id` continues a conversation.
+        """
+        found = await self._store.find_turn(platform, message_id, space=space, channel=channel)
+        return None if found is None else found[0]
+
     async def handle(self, inbound: Inbound, sink: ReplySink) -> Outcome:
         """Answer `inbound` in `sink`; never raises (one broad catch per inbound message).
 

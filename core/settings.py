@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -69,6 +70,35 @@ class Settings(BaseSettings):
     discord_bot_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_BOT_TOKEN")
     discord_api_url: str = Field(
         default="https://discord.com/api/v10", validation_alias="DISCORD_API_URL"
+    )
+
+    # Slack behaviour and HTTP events mode.
+    slack_require_mention: bool = Field(default=False, validation_alias="SLACK_REQUIRE_MENTION")
+    slack_native_streaming: bool = Field(default=True, validation_alias="SLACK_NATIVE_STREAMING")
+    slack_http_host: str = Field(default="0.0.0.0", validation_alias="SLACK_HTTP_HOST")
+    slack_http_port: int = Field(default=3000, ge=0, le=65535, validation_alias="SLACK_HTTP_PORT")
+    slack_http_path: str = Field(default="/slack/events", validation_alias="SLACK_HTTP_PATH")
+
+    # Telegram webhook mode (long polling when TELEGRAM_WEBHOOK_URL is unset).
+    telegram_webhook_url: str | None = Field(default=None, validation_alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias="TELEGRAM_WEBHOOK_SECRET"
+    )
+    telegram_webhook_host: str = Field(default="0.0.0.0", validation_alias="TELEGRAM_WEBHOOK_HOST")
+    telegram_webhook_port: int = Field(
+        default=8443, ge=0, le=65535, validation_alias="TELEGRAM_WEBHOOK_PORT"
+    )
+
+    # Discord behaviour and sharding.
+    discord_require_mention: bool = Field(default=False, validation_alias="DISCORD_REQUIRE_MENTION")
+    discord_thread_per_conversation: bool = Field(
+        default=False, validation_alias="DISCORD_THREAD_PER_CONVERSATION"
+    )
+    discord_shard_count: int | None = Field(
+        default=None, ge=1, validation_alias="DISCORD_SHARD_COUNT"
+    )
+    discord_shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = Field(
+        default=None, validation_alias="DISCORD_SHARD_IDS"
     )
 
     # The model and its defaults for every Chat Completions parameter.
@@ -148,11 +178,40 @@ class Settings(BaseSettings):
             return parsed
         return value
 
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _parse_shard_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            if text.startswith("["):
+                return json.loads(text)
+            try:
+                return tuple(int(part) for part in text.split(",") if part.strip())
+            except ValueError:
+                raise ValueError("must be shard numbers separated by commas, e.g. 0,1") from None
+        return value
+
+    @field_validator("slack_http_path", mode="after")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
     @field_validator(
-        "openai_base_url", "slack_api_url", "telegram_api_url", "discord_api_url", mode="after"
+        "openai_base_url",
+        "slack_api_url",
+        "telegram_api_url",
+        "discord_api_url",
+        "telegram_webhook_url",
+        mode="after",
     )
     @classmethod
-    def _check_url(cls, value: str) -> str:
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL")
@@ -179,6 +238,25 @@ class Settings(BaseSettings):
                 "SLACK_BOT_TOKEN is set but neither SLACK_APP_TOKEN (Socket Mode) nor "
                 "SLACK_SIGNING_SECRET (HTTP events) is"
             )
+        if self.telegram_webhook_url and not self.telegram_webhook_secret:
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not; webhook mode "
+                "needs a secret token so that forged updates are refused"
+            )
+        if self.telegram_webhook_secret is not None:
+            secret = self.telegram_webhook_secret.get_secret_value()
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+                raise ValueError(
+                    "TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
+                )
+        if self.discord_shard_ids is not None:
+            if self.discord_shard_count is None:
+                raise ValueError("DISCORD_SHARD_IDS is set but DISCORD_SHARD_COUNT is not")
+            bad = [i for i in self.discord_shard_ids if not 0 <= i < self.discord_shard_count]
+            if bad or not self.discord_shard_ids:
+                raise ValueError(
+                    f"DISCORD_SHARD_IDS must be numbers from 0 to {self.discord_shard_count - 1}"
+                )
         return self
 
     def effective_auth_style(self) -> Literal["bearer", "api-key", "none"]:

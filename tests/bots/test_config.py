@@ -147,3 +147,41 @@ def test_azure_hosts_get_a_default_api_version(monkeypatch: pytest.MonkeyPatch) 
     assert llm_endpoint(load_settings(None)).api_version == "2024-10-21"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
     assert llm_endpoint(load_settings(None)).api_version is None
+
+
+def test_platform_behaviour_settings_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "4")
+    monkeypatch.setenv("DISCORD_SHARD_IDS", "1, 3")
+    monkeypatch.setenv("SLACK_REQUIRE_MENTION", "true")
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "https://bot.example.com/telegram")
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret_token-1")
+    settings = load_settings(None)
+    assert settings.discord_shard_ids == (1, 3) and settings.discord_shard_count == 4
+    assert settings.slack_require_mention and settings.slack_native_streaming
+    assert settings.telegram_webhook_url == "https://bot.example.com/telegram"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"DISCORD_SHARD_IDS": "0"}, "DISCORD_SHARD_COUNT is not"),
+        ({"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "0,2"}, "from 0 to 1"),
+        ({"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "a"}, "separated by commas"),
+        ({"TELEGRAM_WEBHOOK_URL": "https://x.example/hook"}, "TELEGRAM_WEBHOOK_SECRET"),
+        (
+            {"TELEGRAM_WEBHOOK_URL": "https://x.example/h", "TELEGRAM_WEBHOOK_SECRET": "a b"},
+            "A-Z",
+        ),
+        ({"TELEGRAM_WEBHOOK_URL": "ftp://x"}, "http"),
+        ({"SLACK_HTTP_PATH": "events"}, "start with /"),
+    ],
+)
+def test_bad_platform_settings_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], fragment: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    assert fragment in str(caught.value)
+    assert any(name in str(caught.value) for name in env) or caught.value.setting in env

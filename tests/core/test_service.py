@@ -509,3 +509,20 @@ async def test_names_in_other_scripts_stay_apart(rig: Rig) -> None:
     assert names[2] == "Ivan_Petrov"
     assert names[0] != names[1] and all(n.startswith("u_") for n in names[:2])
     assert "U1" not in names[0]
+
+
+async def test_adapters_can_ask_whether_the_bot_is_in_a_conversation(rig: Rig) -> None:
+    key = ConversationKey("test", "space", "chan", "rootA")
+    assert not await rig.service.has_conversation(key)
+    sink = rig.sink()
+    inbound = rig.inbound("hello", thread="rootA")
+    await rig.service.handle(inbound, sink)
+    assert await rig.service.has_conversation(key)
+    assert not await rig.service.has_conversation(ConversationKey("test", "space", "chan", "x"))
+    for message_id in (inbound.message_id, sink.message_ids[0]):
+        assert (
+            await rig.service.conversation_of("test", message_id, space="space", channel="chan")
+            == key
+        )
+    assert await rig.service.conversation_of("test", "unknown") is None
+    assert await rig.service.conversation_of("test", inbound.message_id, channel="other") is None

@@ -1,0 +1,1 @@
+"""Discord channel: gateway messages to Inbound, and Discord reply sinks."""

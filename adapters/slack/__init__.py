@@ -1,0 +1,1 @@
+"""Slack channel: Events API / Socket Mode payloads to Inbound, and Slack reply sinks."""

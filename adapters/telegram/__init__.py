@@ -1,0 +1,1 @@
+"""Telegram channel: Bot API updates to Inbound, and Telegram reply sinks."""

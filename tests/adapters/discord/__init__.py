@@ -1,0 +1,1 @@
+"""Tests of the discord channel against a local fake discord server."""

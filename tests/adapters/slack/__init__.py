@@ -1,0 +1,1 @@
+"""Tests of the slack channel against a local fake slack server."""

@@ -1,0 +1,1 @@
+"""Tests of the telegram channel against a local fake telegram server."""
