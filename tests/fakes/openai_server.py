@@ -17,6 +17,7 @@ import json
 import random
 import re
 import socket
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -182,15 +183,16 @@ class Fault:
 Step = Reply | Fault
 
 
-@dataclass(frozen=True)
+@dataclass
 class RecordedRequest:
-    """One request the fake received."""
+    """One request the fake received; `last_token_at` is the wall-clock time of its last delta."""
 
     method: str
     path: str
     query: Mapping[str, str]
     headers: Mapping[str, str]  # lower-cased names
     json: Any
+    last_token_at: float | None = None
 
 
 class FakeOpenAI:
@@ -334,7 +336,7 @@ class FakeOpenAI:
         if reply.delay_headers:
             await asyncio.sleep(reply.delay_headers)
         if body.get("stream") and not reply.has("ignore_stream"):
-            return await _StreamWriter(request, body, reply, fault).run()
+            return await _StreamWriter(request, body, reply, fault, self.requests[-1]).run()
         return _whole_answer(body, reply, fault)
 
     async def _record(self, request: web.Request) -> Any:
@@ -546,8 +548,14 @@ class _StreamWriter:
     """Writes one streamed answer as SSE, applying the reply's quirks and the fault."""
 
     def __init__(
-        self, request: web.Request, body: Mapping[str, Any], reply: Reply, fault: Fault | None
+        self,
+        request: web.Request,
+        body: Mapping[str, Any],
+        reply: Reply,
+        fault: Fault | None,
+        record: RecordedRequest,
     ) -> None:
+        self._record = record
         self._request = request
         self._body = body
         self._reply = reply
@@ -608,6 +616,8 @@ class _StreamWriter:
                     await self._wait(reply.delay_between)
                 await self._write_choice(index, {"content": choice_pieces[step]})
                 self._content_written += 1
+        await self._flush_carry()
+        self._record.last_token_at = time.time()
         if await self._fault_before_content():
             return self._response
 
