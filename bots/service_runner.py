@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from adapters.console.runner import ConsoleChannel
 from bots.maintenance import prune_events_forever
@@ -19,8 +21,25 @@ log = logging.getLogger(__name__)
 
 ChannelRunner = Callable[[Runtime], Coroutine[Any, Any, None]]
 
-# Platform channels register here as they are built: name -> coroutine that runs until cancelled.
+# A channel is a coroutine function that runs until cancelled. Platform channels live in their own
+# module with a `run(runtime)` function, imported only when enabled (so an unused SDK costs
+# nothing at start-up); CHANNELS holds runners given directly (tests, embedding).
+CHANNEL_MODULES: dict[str, str] = {
+    "slack": "bots.slack_bot",
+    "telegram": "bots.telegram_bot",
+    "discord": "bots.discord_bot",
+}
 CHANNELS: dict[str, ChannelRunner] = {}
+
+
+def channel_runner(name: str) -> ChannelRunner | None:
+    """The runner of channel `name`, or None when this build does not include it."""
+    if name in CHANNELS:
+        return CHANNELS[name]
+    module_name = CHANNEL_MODULES.get(name)
+    if module_name is None or importlib.util.find_spec(module_name) is None:
+        return None
+    return cast(ChannelRunner, importlib.import_module(module_name).run)
 
 
 def describe_platform_variables() -> str:
@@ -42,7 +61,8 @@ async def run_channels(runtime: Runtime, *, interactive: bool) -> int:
         print("Opening the console channel instead.\n", file=sys.stderr)
         await ConsoleChannel(runtime.service).chat()
         return 0
-    missing = [name for name in enabled if name not in CHANNELS]
+    runners = {name: channel_runner(name) for name in enabled}
+    missing = [name for name, runner in runners.items() if runner is None]
     if missing:
         print(
             "threadline: this build does not include the channel(s) "
@@ -59,8 +79,9 @@ async def run_channels(runtime: Runtime, *, interactive: bool) -> int:
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(CHANNELS[name](runtime), name=f"channel:{name}")
-                for name in enabled
+                group.create_task(runner(runtime), name=f"channel:{name}")
+                for name, runner in runners.items()
+                if runner is not None
             ]
             tasks.append(
                 group.create_task(prune_events_forever(runtime.store), name="prune-events")

@@ -49,7 +49,10 @@ async def test_channels_run_until_sigterm(tmp_path: Path, monkeypatch: pytest.Mo
         await runtime.aclose()
 
 
-async def test_a_channel_missing_from_the_build_is_refused(tmp_path: Path) -> None:
+async def test_a_channel_missing_from_the_build_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(service_runner.CHANNEL_MODULES, "discord", "bots.no_such_channel")
     settings = load_settings(
         None,
         DISCORD_BOT_TOKEN="token",
