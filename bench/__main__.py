@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ("store_window", "driver_scale", "pipeline_cpu", "inbound_overhead")
+BENCHES = (
+    "store_window",
+    "driver_scale",
+    "pipeline_cpu",
+    "inbound_overhead",
+    "discord_load",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,340 @@
+"""The Discord channel: discord.py gateway client, message routing and slash commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from adapters.discord.inbound import (
+    ChannelKind,
+    DiscordMessage,
+    chain_key,
+    dm_key,
+    from_message,
+    mentions_bot,
+    thread_key,
+    to_inbound,
+)
+from adapters.discord.rest import DiscordRest
+from adapters.discord.sink import GLOBAL_SCOPE, ChannelSink, InteractionSink, channel_scopes
+from core.commands import COMMAND_HELP, SETTABLE_PARAMS
+from core.conversation import Inbound
+from core.errors import ConfigError, SinkError
+from core.locks import KeyedLocks
+from core.service import ChatService
+from core.streaming import Pacer, Priority
+
+log = logging.getLogger(__name__)
+
+CHANNEL_COMMAND_HINT = (
+    "In a channel every reply chain is its own conversation, so this command needs one: use it "
+    "in a thread or a DM, or reply to one of my messages with a mention and the command, "
+    "e.g. `@bot /set temperature 0.2`."
+)
+THREAD_NAME_LENGTH = 80
+OPENED_THREADS_KEPT = 10_000  # threads the bot opened, until discord.py's cache knows them
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordOptions:
+    """Behaviour settings of the Discord channel."""
+
+    require_mention: bool = False
+    thread_per_conversation: bool = False
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+    guild_ready_timeout: float = 2.0
+    sync_commands: bool = True
+
+
+class DiscordChannel:
+    """Runs one discord.py client until cancelled and answers through the ChatService.
+
+    Gateway events are only read here; every answer runs in a task this channel tracks, and the
+    writes go through `DiscordRest` and the shared `Pacer` (`ChannelSink`), never through
+    discord.py's own retrying HTTP client. Slash commands answer as interaction follow-ups.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: ChatService,
+        pacer: Pacer,
+        rest: DiscordRest,
+        token: str,
+        options: DiscordOptions | None = None,
+    ) -> None:
+        self._service = service
+        self._pacer = pacer
+        self._rest = rest
+        self._token = token
+        self._options = options or DiscordOptions()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._order = KeyedLocks()
+        self._opened_threads: dict[str, None] = {}  # insertion-ordered, capped
+        self._bot_id: str | None = None
+        self.client = self._make_client()
+        self.tree = app_commands.CommandTree(self.client)
+        self._add_commands(self.tree)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _make_client(self) -> discord.Client:
+        # threadline never joins voice: skip discord.py's "PyNaCl/davey not installed" warnings
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
+        intents = discord.Intents.default()
+        intents.message_content = True
+        intents.members = False
+        intents.presences = False
+        kwargs: dict[str, Any] = {
+            "intents": intents,
+            "allowed_mentions": discord.AllowedMentions.none(),
+            "chunk_guilds_at_startup": False,
+            "guild_ready_timeout": self._options.guild_ready_timeout,
+        }
+        options = self._options
+        if options.shard_count is not None:
+            if options.shard_ids:
+                kwargs["shard_ids"] = list(options.shard_ids)
+            client: discord.Client = discord.AutoShardedClient(
+                shard_count=options.shard_count, **kwargs
+            )
+        else:
+            client = discord.Client(**kwargs)
+
+        async def on_message(message: discord.Message) -> None:
+            self._on_message(message)
+
+        async def on_ready() -> None:
+            log.info("discord: ready as %s in %d guild(s)", client.user, len(client.guilds))
+
+        client.event(on_message)
+        client.event(on_ready)
+        return client
+
+    async def run(self) -> None:
+        """Log in, register the slash commands, and read the gateway until cancelled."""
+        client = self.client
+        try:
+            await client.login(self._token)
+            assert client.user is not None
+            self._bot_id = str(client.user.id)
+            log.info("discord: logged in as %s (id %s)", client.user, self._bot_id)
+            if self._options.sync_commands:
+                await self._sync_commands()
+            await client.connect(reconnect=True)
+        except discord.LoginFailure:
+            raise ConfigError("DISCORD_BOT_TOKEN", "Discord rejected the bot token") from None
+        except discord.PrivilegedIntentsRequired:
+            raise ConfigError(
+                "DISCORD_BOT_TOKEN",
+                "enable the Message Content intent for this bot in the developer portal",
+            ) from None
+        finally:
+            await self._shutdown()
+
+    async def _sync_commands(self) -> None:
+        try:
+            commands = await self.tree.sync()
+            log.info("discord: registered %d slash commands", len(commands))
+        except discord.HTTPException as exc:
+            log.warning("discord: could not register slash commands: %s", exc.status)
+
+    async def _shutdown(self) -> None:
+        try:
+            await self.client.close()
+        finally:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("discord task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _on_message(self, message: discord.Message) -> None:
+        bot_id = self._bot_id
+        if bot_id is None or message.author.bot or str(message.author.id) == bot_id:
+            return
+        facts = from_message(message)
+        if facts.kind is ChannelKind.TEXT and facts.channel_id in self._opened_threads:
+            facts = _as_thread(facts)
+        self._spawn(self._route(facts, bot_id), name=f"discord:message:{facts.message_id}")
+
+    async def _route(self, facts: DiscordMessage, bot_id: str) -> None:
+        """Decide, then hand the message to the service in arrival order per channel."""
+        async with self._order.hold(facts.channel_id):
+            decided = await self._decide(facts, bot_id)
+            if decided is None:
+                return
+            inbound, sink = decided
+            self._spawn(self._service.handle(inbound, sink), name=f"discord:answer:{inbound.key}")
+            await asyncio.sleep(0)  # let handle() take its place in the chat's queue first
+
+    async def _decide(
+        self, facts: DiscordMessage, bot_id: str
+    ) -> tuple[Inbound, ChannelSink] | None:
+        options = self._options
+        mentioned = mentions_bot(facts, bot_id)
+        thread_active = reply_continues = False
+        unprompted = not options.require_mention
+        if facts.kind is ChannelKind.THREAD and not mentioned and unprompted:
+            thread_active = await self._service.has_conversation(
+                thread_key(facts.space, facts.channel_id)
+            )
+        if (
+            facts.kind is not ChannelKind.DM
+            and facts.reference_id is not None
+            and (not (mentioned or thread_active) or options.thread_per_conversation)
+        ):
+            found = await self._service.conversation_of(
+                "discord", facts.reference_id, space=facts.space, channel=facts.channel_id
+            )
+            reply_continues = found is not None
+        inbound = to_inbound(
+            facts,
+            bot_id=bot_id,
+            require_mention=options.require_mention,
+            thread_active=thread_active,
+            reply_continues=reply_continues,
+        )
+        if inbound is None:
+            return None
+        new_chain = inbound.key == chain_key(facts.space, facts.channel_id, facts.message_id)
+        if (
+            options.thread_per_conversation
+            and facts.kind is ChannelKind.TEXT
+            and new_chain
+            and not reply_continues
+        ):
+            thread_id = await self._open_thread(facts, inbound.text)
+            if thread_id is not None:
+                opened = to_inbound(facts, bot_id=bot_id, opened_thread=thread_id)
+                if opened is not None:
+                    return opened, ChannelSink(self._rest, self._pacer, thread_id)
+        return inbound, ChannelSink(
+            self._rest, self._pacer, facts.channel_id, reply_to=facts.message_id
+        )
+
+    async def _open_thread(self, facts: DiscordMessage, text: str) -> str | None:
+        """Open a public thread on the message (paced); None when Discord refuses."""
+        scopes = channel_scopes(facts.channel_id)
+        await self._pacer.acquire((scopes.threads, GLOBAL_SCOPE), Priority.FIRST)
+        name = " ".join(text.split())[:THREAD_NAME_LENGTH] or "Conversation"
+        try:
+            result = await self._rest.request(
+                "POST",
+                f"/channels/{facts.channel_id}/messages/{facts.message_id}/threads",
+                {"name": name, "auto_archive_duration": 1440},
+            )
+        except SinkError as exc:
+            log.warning("discord: could not open a thread, answering in the channel: %s", exc)
+            return None
+        data = result.data
+        if not isinstance(data, dict) or "id" not in data:
+            return None
+        thread_id = str(data["id"])
+        self._opened_threads[thread_id] = None
+        if len(self._opened_threads) > OPENED_THREADS_KEPT:
+            del self._opened_threads[next(iter(self._opened_threads))]
+        return thread_id
+
+    # -- slash commands -----------------------------------------------------------------------
+
+    def _add_commands(self, tree: app_commands.CommandTree[Any]) -> None:
+        choices = [app_commands.Choice(name=name, value=name) for name in SETTABLE_PARAMS]
+
+        async def new(interaction: discord.Interaction[Any]) -> None:
+            await self._command(interaction, "/new")
+
+        async def help_(interaction: discord.Interaction[Any]) -> None:
+            await self._command(interaction, "/help")
+
+        async def params(interaction: discord.Interaction[Any]) -> None:
+            await self._command(interaction, "/params")
+
+        @app_commands.describe(parameter="the parameter to set", value="its value")
+        @app_commands.choices(parameter=choices)
+        async def set_(interaction: discord.Interaction[Any], parameter: str, value: str) -> None:
+            await self._command(interaction, f"/set {parameter} {value}")
+
+        @app_commands.describe(parameter="the parameter to reset")
+        @app_commands.choices(parameter=choices)
+        async def unset(interaction: discord.Interaction[Any], parameter: str) -> None:
+            await self._command(interaction, f"/unset {parameter}")
+
+        callbacks: dict[str, Any] = {
+            "new": new,
+            "help": help_,
+            "params": params,
+            "set": set_,
+            "unset": unset,
+        }
+        for name, callback in callbacks.items():
+            description = COMMAND_HELP[name][:100]
+            tree.add_command(
+                app_commands.Command(name=name, description=description, callback=callback)
+            )
+
+    async def _command(self, interaction: discord.Interaction[Any], text: str) -> None:
+        """Acknowledge at once, then run the command through the service in a tracked task."""
+        channel_id = str(interaction.channel_id)
+        guild_id = None if interaction.guild_id is None else str(interaction.guild_id)
+        is_thread = isinstance(interaction.channel, discord.Thread) or (
+            channel_id in self._opened_threads
+        )
+        try:
+            if guild_id is not None and not is_thread and text != "/help":
+                await interaction.response.send_message(
+                    CHANNEL_COMMAND_HINT,
+                    ephemeral=True,
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+                return
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as exc:
+            log.warning("discord: could not acknowledge a slash command: %s", exc.status)
+            return
+        if guild_id is None:
+            key = dm_key(channel_id)
+        elif is_thread:
+            key = thread_key(guild_id, channel_id)
+        else:
+            key = chain_key(guild_id, channel_id, str(interaction.id))
+        user = interaction.user
+        inbound = Inbound(
+            key=key,
+            message_id=str(interaction.id),
+            author_id=str(user.id),
+            author_name=user.display_name,
+            text=text,
+            is_direct=guild_id is None,
+            event_id=f"interaction:{interaction.id}",
+        )
+        self._spawn(
+            self._service.handle(inbound, InteractionSink(interaction)),
+            name=f"discord:command:{interaction.id}",
+        )
+
+
+def _as_thread(facts: DiscordMessage) -> DiscordMessage:
+    """A message in a thread the bot opened, before discord.py's cache knew the thread."""
+    return replace(facts, kind=ChannelKind.THREAD)

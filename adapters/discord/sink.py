@@ -1,0 +1,191 @@
+"""Discord reply sinks: a channel message answer (post, paced edits) and a slash-command answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from adapters.discord.rest import NO_MENTIONS, DiscordRateLimited, DiscordRest
+from core.errors import SinkGone, SinkRateLimited, SinkRejected
+from core.streaming import Pacer, PaceScope, SinkLimits
+
+MAX_LENGTH = 2000
+
+# Discord's budgets (observed, unpublished): 5 message creates per 5 s per channel, a separate
+# bucket of 5 edits per 5 s per channel, 50 requests per second per bot. A token bucket of
+# burst b and rate r lets at most b + 5r writes into any 5 s window, so b=1, r=0.8 stays at the
+# 5-per-5-s limit however the windows fall; the bot-wide bucket (8 + 40 per second) under 50.
+CREATE_RATE = 0.8
+EDIT_RATE = 0.8
+TYPING_RATE = 0.4
+THREAD_RATE = 0.5
+GLOBAL_RATE = 40.0
+GLOBAL_BURST = 8.0
+MIN_EDIT_INTERVAL = 1.0
+GLOBAL_SCOPE = PaceScope("discord:global", rate=GLOBAL_RATE, burst=GLOBAL_BURST)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelScopes:
+    """The pacing buckets of one Discord channel (or thread channel)."""
+
+    create: PaceScope
+    edit: PaceScope
+    typing: PaceScope
+    threads: PaceScope
+
+
+def channel_scopes(channel_id: str) -> ChannelScopes:
+    """The buckets every answer in `channel_id` shares, named after Discord's real scopes."""
+    prefix = f"discord:channel:{channel_id}"
+    return ChannelScopes(
+        create=PaceScope(f"{prefix}:messages.create", rate=CREATE_RATE, burst=1.0),
+        edit=PaceScope(f"{prefix}:messages.edit", rate=EDIT_RATE, burst=1.0),
+        typing=PaceScope(f"{prefix}:typing", rate=TYPING_RATE, burst=1.0),
+        threads=PaceScope(f"{prefix}:threads.create", rate=THREAD_RATE, burst=1.0),
+    )
+
+
+def channel_limits(channel_id: str) -> SinkLimits:
+    """Length and pacing of an answer in `channel_id`."""
+    scopes = channel_scopes(channel_id)
+    return SinkLimits(
+        max_length=MAX_LENGTH,
+        post_scopes=(scopes.create, GLOBAL_SCOPE),
+        edit_scopes=(scopes.edit, GLOBAL_SCOPE),
+        typing_scopes=(scopes.typing, GLOBAL_SCOPE),
+        min_edit_interval=MIN_EDIT_INTERVAL,
+        finalize_unchanged=False,
+    )
+
+
+class ChannelSink:
+    """An answer in a Discord channel or thread: replies to the user's message, then edits.
+
+    Every send and edit carries `allowed_mentions` that parse nothing. A continuation part
+    replies to the previous part, so a long answer reads as one chain among concurrent ones.
+    A per-bucket 429 pauses only that bucket (see `_rate_limited`); a global one pauses all.
+    """
+
+    def __init__(
+        self, rest: DiscordRest, pacer: Pacer, channel_id: str, *, reply_to: str | None = None
+    ) -> None:
+        self._rest = rest
+        self._pacer = pacer
+        self._channel_id = channel_id
+        self._reply_to = reply_to
+        self._scopes = channel_scopes(channel_id)
+        self._limits = channel_limits(channel_id)
+
+    @property
+    def limits(self) -> SinkLimits:
+        return self._limits
+
+    async def show_typing(self) -> None:
+        await self._call(self._scopes.typing, "POST", f"/channels/{self._channel_id}/typing")
+
+    async def post(self, text: str) -> str:
+        payload: dict[str, Any] = {"content": text, "allowed_mentions": dict(NO_MENTIONS)}
+        if self._reply_to is not None:
+            payload["message_reference"] = {
+                "message_id": self._reply_to,
+                "fail_if_not_exists": False,
+            }
+        data = await self._call(
+            self._scopes.create, "POST", f"/channels/{self._channel_id}/messages", payload
+        )
+        if not isinstance(data, dict) or "id" not in data:
+            raise SinkRejected("discord returned no message id")
+        message_id = str(data["id"])
+        self._reply_to = message_id
+        return message_id
+
+    async def edit(self, message_id: str, text: str) -> None:
+        payload = {"content": text, "allowed_mentions": dict(NO_MENTIONS)}
+        await self._call(
+            self._scopes.edit,
+            "PATCH",
+            f"/channels/{self._channel_id}/messages/{message_id}",
+            payload,
+        )
+
+    async def finalize(self, message_id: str, text: str) -> str | None:
+        await self.edit(message_id, text)
+        return None
+
+    async def _call(
+        self, scope: PaceScope, method: str, path: str, payload: dict[str, Any] | None = None
+    ) -> Any:
+        try:
+            result = await self._rest.request(method, path, payload)
+        except DiscordRateLimited as exc:
+            raise self._rate_limited(scope, exc) from None
+        if result.remaining == 0 and result.reset_after:
+            # Discord says the bucket is empty: wait for its reset, whatever our estimate.
+            self._pacer.pause((scope,), result.reset_after)
+        return result.data
+
+    def _rate_limited(self, scope: PaceScope, exc: DiscordRateLimited) -> SinkRateLimited:
+        """The error for the driver, which pauses every scope of the write for its retry_after.
+
+        A global 429 must stop everything, so it passes unchanged. A bucket's 429 pauses that
+        bucket here for the full `retry_after`, and the driver gets 0 so the bot-wide bucket
+        is held only for the pacer's minimum pause, not for another channel's limit.
+        """
+        if exc.is_global:
+            return exc
+        self._pacer.pause((scope,), exc.retry_after)
+        return SinkRateLimited(0.0, f"discord bucket rate limited ({scope.key})")
+
+
+class InteractionSink:
+    """The answer to a slash command: follow-up messages of a deferred interaction."""
+
+    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+        self._interaction = interaction
+        scope = PaceScope(f"discord:interaction:{interaction.id}", rate=1.0, burst=3.0)
+        self._limits = SinkLimits(
+            max_length=MAX_LENGTH,
+            post_scopes=(scope,),
+            edit_scopes=(scope,),
+            min_edit_interval=MIN_EDIT_INTERVAL,
+            finalize_unchanged=False,
+        )
+
+    @property
+    def limits(self) -> SinkLimits:
+        return self._limits
+
+    async def show_typing(self) -> None:
+        return None  # the deferred interaction already shows "thinking"
+
+    async def post(self, text: str) -> str:
+        try:
+            message = await self._interaction.followup.send(
+                text, wait=True, allowed_mentions=discord.AllowedMentions.none()
+            )
+        except discord.HTTPException as exc:
+            raise _interaction_error(exc) from None
+        return str(message.id)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        try:
+            await self._interaction.followup.edit_message(
+                int(message_id), content=text, allowed_mentions=discord.AllowedMentions.none()
+            )
+        except discord.HTTPException as exc:
+            raise _interaction_error(exc) from None
+
+    async def finalize(self, message_id: str, text: str) -> str | None:
+        await self.edit(message_id, text)
+        return None
+
+
+def _interaction_error(exc: discord.HTTPException) -> Exception:
+    if isinstance(exc, discord.NotFound | discord.Forbidden):
+        return SinkGone(f"discord {exc.status} {exc.code}: {exc.text}")
+    if exc.status == 429 or exc.status >= 500:
+        return SinkRateLimited(1.0, f"discord {exc.status}")
+    return SinkRejected(f"discord {exc.status} {exc.code}: {exc.text}")
