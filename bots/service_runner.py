@@ -15,6 +15,7 @@ from typing import Any, cast
 from adapters.console.runner import ConsoleChannel
 from bots.maintenance import prune_events_forever
 from bots.wiring import Runtime
+from core.errors import ThreadlineError
 from core.settings import PLATFORM_VARIABLES
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,23 @@ async def run_channels(runtime: Runtime, *, interactive: bool) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     try:
+        await _run_on_task_group(runtime, runners, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signum)
+    return 0
+
+
+async def _run_on_task_group(
+    runtime: Runtime, runners: dict[str, ChannelRunner | None], stop: asyncio.Event
+) -> None:
+    """Run the channels until `stop`; a channel's ThreadlineError (a bad token) comes out alone.
+
+    Without this, a channel refusing to start shows as an exception-group traceback instead of
+    the one-line message the CLI prints for threadline's own errors.
+    """
+    try:
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(runner(runtime), name=f"channel:{name}")
@@ -86,13 +104,16 @@ async def run_channels(runtime: Runtime, *, interactive: bool) -> int:
             tasks.append(
                 group.create_task(prune_events_forever(runtime.store), name="prune-events")
             )
-            log.info("running channels: %s", ", ".join(enabled))
+            log.info("running channels: %s", ", ".join(runners))
             await stop.wait()
             log.info("stopping")
             for task in tasks:
                 task.cancel()
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(signum)
-    return 0
+    except ExceptionGroup as group:
+        ours = group.subgroup(ThreadlineError)
+        if ours is None:
+            raise
+        first: ThreadlineError | ExceptionGroup[ThreadlineError] = ours.exceptions[0]
+        while isinstance(first, ExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None

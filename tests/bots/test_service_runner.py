@@ -13,6 +13,7 @@ from bots import service_runner
 from bots.config import load_settings
 from bots.service_runner import run_channels
 from bots.wiring import build_runtime
+from core.errors import ConfigError
 
 
 async def test_channels_run_until_sigterm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,5 +63,26 @@ async def test_a_channel_missing_from_the_build_is_refused(
     runtime = await build_runtime(settings)
     try:
         assert await run_channels(runtime, interactive=False) == 2
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_channel_refusing_to_start_stops_the_service_with_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refusing_channel(runtime: object) -> None:
+        raise ConfigError("TELEGRAM_BOT_TOKEN", "the Bot API rejected the token")
+
+    monkeypatch.setitem(service_runner.CHANNELS, "telegram", refusing_channel)
+    settings = load_settings(
+        None,
+        TELEGRAM_BOT_TOKEN="123:abc",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}",
+        THREADLINE_USER_HASH_KEY="k" * 16,
+    )
+    runtime = await build_runtime(settings)
+    try:
+        with pytest.raises(ConfigError, match="rejected the token"):
+            await asyncio.wait_for(run_channels(runtime, interactive=False), 5)
     finally:
         await runtime.aclose()
