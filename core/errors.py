@@ -81,11 +81,22 @@ class SinkError(ThreadlineError):
 
 
 class SinkRateLimited(SinkError):
-    """The platform answered 429; the whole pacing scope must wait `retry_after` seconds."""
+    """The platform answered 429; the pacing scope must wait `retry_after` seconds.
 
-    def __init__(self, retry_after: float, message: str = "rate limited") -> None:
+    `scopes` names the keys of the write's pacing scopes that the limit belongs to (one
+    channel's bucket, not the bot-wide one); None means every scope of the write.
+    """
+
+    def __init__(
+        self,
+        retry_after: float,
+        message: str = "rate limited",
+        *,
+        scopes: tuple[str, ...] | None = None,
+    ) -> None:
         super().__init__(f"{message} (retry after {retry_after:.2f}s)")
         self.retry_after = retry_after
+        self.scopes = scopes
 
 
 class SinkGone(SinkError):

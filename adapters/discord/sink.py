@@ -128,16 +128,12 @@ class ChannelSink:
         return result.data
 
     def _rate_limited(self, scope: PaceScope, exc: DiscordRateLimited) -> SinkRateLimited:
-        """The error for the driver, which pauses every scope of the write for its retry_after.
-
-        A global 429 must stop everything, so it passes unchanged. A bucket's 429 pauses that
-        bucket here for the full `retry_after`, and the driver gets 0 so the bot-wide bucket
-        is held only for the pacer's minimum pause, not for another channel's limit.
-        """
+        """For the driver: a global 429 pauses every scope, a bucket's 429 only its own."""
         if exc.is_global:
             return exc
-        self._pacer.pause((scope,), exc.retry_after)
-        return SinkRateLimited(0.0, f"discord bucket rate limited ({scope.key})")
+        return SinkRateLimited(
+            exc.retry_after, f"discord bucket rate limited ({scope.key})", scopes=(scope.key,)
+        )
 
 
 class InteractionSink:

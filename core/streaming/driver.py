@@ -323,7 +323,10 @@ class ReplyStream:
                         self._message_id = replaced
         except SinkRateLimited as exc:
             self._rate_limited += 1
-            self._pacer.pause(self._limits.scopes_for(kind), exc.retry_after)
+            scopes = self._limits.scopes_for(kind)
+            if exc.scopes is not None:
+                scopes = tuple(scope for scope in scopes if scope.key in exc.scopes)
+            self._pacer.pause(scopes, exc.retry_after)
             raise
         except SinkError as exc:
             log.info("sink refused a %s write: %s", kind.value, exc)

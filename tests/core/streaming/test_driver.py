@@ -694,3 +694,42 @@ async def test_final_text_that_differs_is_still_finalized(clock: VirtualClock) -
     assert result.delivered
     assert [r.kind for r in sink.records()] == [WriteKind.POST, WriteKind.FINAL]
     assert sink.texts() == ["partial answer, now complete"] and sink.all_final()
+
+
+async def test_a_rate_limit_naming_its_scope_pauses_only_that_scope(clock: VirtualClock) -> None:
+    bot_wide = PaceScope("bot:global", rate=40.0, burst=8.0)
+    platform = Platform(clock, {})
+    driver = make_driver(clock)
+    sinks = [
+        platform.sink(
+            SinkLimits(
+                max_length=2000,
+                post_scopes=(PaceScope(f"C{i}:post", rate=1.0), bot_wide),
+                edit_scopes=(PaceScope(f"C{i}:edit", rate=1.0), bot_wide),
+                min_edit_interval=0.5,
+            )
+        )
+        for i in range(2)
+    ]
+    sinks[0].fail_next(WriteKind.EDIT, SinkRateLimited(10.0, scopes=("C0:edit",)))
+    streams = [driver.open(sink) for sink in sinks]
+    text = answer_text(random.Random(7), 3)
+    await asyncio.gather(*(produce(stream, clock, text, every=0.04) for stream in streams))
+    results = await asyncio.gather(*(stream.finish(text) for stream in streams))
+    assert all(result.delivered for result in results)
+    limited = next(r for r in platform.records if r.outcome == "injected")
+    window = (limited.received_at, limited.received_at + 10.0)
+
+    def writes_during(sink: BudgetSink) -> int:
+        return sum(
+            1
+            for r in sink.records()
+            if r.kind in (WriteKind.EDIT, WriteKind.FINAL)
+            and r.outcome == "ok"
+            and window[0] < r.received_at < window[1]
+        )
+
+    assert writes_during(sinks[0]) == 0  # its own channel waits out the limit
+    assert writes_during(sinks[1]) > 0  # the other channel, sharing the bot-wide scope, goes on
+    stats = driver.pacer.stats()
+    assert stats["C0:edit"].pauses == 1 and stats["bot:global"].pauses == 0
