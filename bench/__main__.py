@@ -19,6 +19,7 @@ BENCHES = (
     "pipeline_cpu",
     "inbound_overhead",
     "discord_load",
+    "telegram_load",
 )
 
 
