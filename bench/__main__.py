@@ -20,6 +20,7 @@ BENCHES = (
     "inbound_overhead",
     "discord_load",
     "telegram_load",
+    "slack_load",
 )
 
 

@@ -1,1 +1,35 @@
-"""Slack channel: Events API / Socket Mode payloads to Inbound, and Slack reply sinks."""
+"""Slack channel: threads as conversations, native streaming with a paced chat.update fallback."""
+
+from adapters.slack.api import SlackApi, SlackGone, SlackRejected
+from adapters.slack.format import escape, to_markdown_text, to_mrkdwn
+from adapters.slack.inbound import (
+    SlackMessage,
+    clean_text,
+    parse_message,
+    should_answer,
+    to_inbound,
+    workspace_of,
+)
+from adapters.slack.runner import SlackChannel, SlackConfig
+from adapters.slack.sink import NativeAdmission, Scopes, SlackSink, SlackTarget
+
+__all__ = [
+    "NativeAdmission",
+    "Scopes",
+    "SlackApi",
+    "SlackChannel",
+    "SlackConfig",
+    "SlackGone",
+    "SlackMessage",
+    "SlackRejected",
+    "SlackSink",
+    "SlackTarget",
+    "clean_text",
+    "escape",
+    "parse_message",
+    "should_answer",
+    "to_inbound",
+    "to_markdown_text",
+    "to_mrkdwn",
+    "workspace_of",
+]

@@ -1,0 +1,394 @@
+"""The Slack ReplySink: native streams (start/append/stop) or chat.postMessage + chat.update."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.slack.api import NOT_STREAMING, SlackApi, SlackRejected
+from adapters.slack.format import to_markdown_text, to_mrkdwn
+from core.errors import SinkError, SinkRateLimited
+from core.streaming import PaceScope, Priority, SinkLimits
+
+log = logging.getLogger(__name__)
+
+THINKING = "is thinking…"
+MARKDOWN_LIMIT = 12_000  # markdown_text per call (and per message we stream)
+TEXT_LIMIT = 3_900  # mrkdwn `text`: Slack advises at most 4,000 characters
+_UNSETTLED_TAIL = " \t\n*_~`"  # what a preview may add for display only (closers), or spaces
+
+
+def _per_minute(count: float) -> float:
+    return count / 60.0
+
+
+class Scopes:
+    """Pacing scopes, a bit under Slack's tiers; keys name the workspace and the method."""
+
+    @staticmethod
+    def method(space: str, method: str) -> str:
+        return f"slack:{space}:{method}"
+
+    @classmethod
+    def post_message(cls, space: str, channel: str) -> tuple[PaceScope, ...]:
+        """chat.postMessage: ~1/s per channel, plus a workspace-wide cap (several hundred/min)."""
+        return (
+            PaceScope(f"{cls.method(space, 'chat.postMessage')}:{channel}", rate=0.9, burst=2),
+            PaceScope(cls.method(space, "chat.postMessage"), rate=_per_minute(240), burst=10),
+        )
+
+    @classmethod
+    def update(cls, space: str) -> tuple[PaceScope, ...]:
+        """chat.update: Tier 3 (50+/min) per workspace, shared by every message edited there."""
+        return (PaceScope(cls.method(space, "chat.update"), rate=_per_minute(45), burst=5),)
+
+    @classmethod
+    def start_stream(cls, space: str) -> tuple[PaceScope, ...]:
+        """chat.startStream: Tier 2 (20+/min)."""
+        return (PaceScope(cls.method(space, "chat.startStream"), rate=_per_minute(18), burst=3),)
+
+    @classmethod
+    def append_stream(cls, space: str) -> tuple[PaceScope, ...]:
+        """chat.appendStream: Tier 4 (100+/min)."""
+        return (PaceScope(cls.method(space, "chat.appendStream"), rate=_per_minute(90), burst=10),)
+
+    @classmethod
+    def stop_stream(cls, space: str) -> tuple[PaceScope, ...]:
+        """chat.stopStream: Tier 2 (20+/min)."""
+        return (PaceScope(cls.method(space, "chat.stopStream"), rate=_per_minute(18), burst=3),)
+
+    @classmethod
+    def set_status(cls, space: str, channel: str, thread: str) -> tuple[PaceScope, ...]:
+        """assistant.threads.setStatus: ~1/s per thread (special tier), a workspace cap too."""
+        name = cls.method(space, "assistant.threads.setStatus")
+        return (
+            PaceScope(f"{name}:{channel}:{thread}", rate=0.9, burst=1),
+            PaceScope(name, rate=_per_minute(90), burst=10),
+        )
+
+    @classmethod
+    def tier3(cls, space: str, method: str) -> tuple[PaceScope, ...]:
+        """Any Tier 3 method (50+/min): setTitle, setSuggestedPrompts, chat.delete."""
+        return (PaceScope(cls.method(space, method), rate=_per_minute(45), burst=5),)
+
+    @classmethod
+    def users_info(cls, space: str) -> tuple[PaceScope, ...]:
+        """users.info: Tier 4 (100+/min)."""
+        return (PaceScope(cls.method(space, "users.info"), rate=_per_minute(90), burst=10),)
+
+
+class NativeAdmission:
+    """Per workspace: whether native streaming works, and a budget of new streams per minute.
+
+    chat.startStream and chat.stopStream allow about 20 calls a minute per workspace, so at most
+    that many answers a minute can stream natively; the others use chat.postMessage + paced
+    chat.update (about 50 edits a minute) instead of queueing for minutes.
+    """
+
+    def __init__(self, enabled: bool, *, per_minute: float = 18.0, burst: float = 3.0) -> None:
+        self.enabled = enabled
+        self._rate = per_minute / 60.0
+        self._burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.unavailable: set[str] = set()
+
+    def admit(self, space: str) -> bool:
+        """Whether the next answer in `space` streams natively (takes one unit of budget)."""
+        if not self.enabled or space in self.unavailable:
+            return False
+        now = time.monotonic()
+        tokens, updated = self._buckets.get(space, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - updated) * self._rate)
+        if tokens < 1.0:
+            self._buckets[space] = (tokens, now)
+            return False
+        self._buckets[space] = (tokens - 1.0, now)
+        return True
+
+    def mark_unavailable(self, space: str, reason: str) -> None:
+        """Native streaming failed in `space`: use the fallback there from now on."""
+        if space not in self.unavailable:
+            log.warning("native streaming unavailable in %s (%s); using chat.update", space, reason)
+            self.unavailable.add(space)
+
+
+@dataclass(frozen=True, slots=True)
+class SlackTarget:
+    """Where an answer goes: a thread in a channel or DM of one workspace."""
+
+    space: str
+    team_id: str  # the recipient's team, for native streams in channels
+    channel: str
+    thread_ts: str
+    user: str
+    is_dm: bool
+
+    @property
+    def status_key(self) -> str:
+        """Where setStatus works or not: DMs/assistant threads and channels can differ."""
+        return f"{self.space}:{'dm' if self.is_dm else 'channel'}"
+
+
+@dataclass(slots=True)
+class _Message:
+    """One message this sink wrote."""
+
+    streaming: bool  # a native stream not stopped yet
+    sent: str = ""  # native: the Markdown appended so far (before escaping)
+    expired: bool = False  # native: Slack ended the stream; finish with chat.update
+    last_text: str = field(default="")
+
+
+class SlackSink:
+    """One answer in one Slack thread.
+
+    Native mode streams with chat.startStream / appendStream / stopStream, `markdown_text`
+    escaped. Intermediate texts may end with markup added only for display (a closing fence);
+    a stream only appends, so only the settled part (the text without trailing markup) is
+    appended and the rest goes with chat.stopStream. If a stream cannot start, the workspace
+    falls back for good and this answer continues with chat.postMessage + chat.update
+    (`markdown_text`); if it expires, the message is finished with chat.update.
+
+    Fallback mode posts mrkdwn `text` (converted from Markdown, escaped) with chat.postMessage
+    and edits it with chat.update. Every call is paced by the scope of the method it uses.
+    """
+
+    def __init__(
+        self,
+        api: SlackApi,
+        target: SlackTarget,
+        *,
+        native: bool,
+        admission: NativeAdmission,
+        status_off: set[str],
+    ) -> None:
+        self._api = api
+        self._target = target
+        self._native = native
+        self._admission = admission
+        self._status_off = status_off
+        self._status_shown = False
+        self._messages: dict[str, _Message] = {}
+        space = target.space
+        self._post_scopes = Scopes.post_message(space, target.channel)
+        self._update_scopes = Scopes.update(space)
+        typing = Scopes.set_status(space, target.channel, target.thread_ts)
+        if native:
+            self._limits = SinkLimits(
+                max_length=MARKDOWN_LIMIT,
+                measure=_markdown_length,
+                # chat.startStream is paced inside `post` (see there), not by the driver
+                post_scopes=(),
+                edit_scopes=Scopes.append_stream(space),
+                final_scopes=Scopes.stop_stream(space),
+                typing_scopes=typing,
+                min_edit_interval=1.0,
+                finalize_unchanged=True,
+            )
+        else:
+            self._limits = SinkLimits(
+                max_length=TEXT_LIMIT,
+                measure=_mrkdwn_length,
+                post_scopes=self._post_scopes,
+                edit_scopes=self._update_scopes,
+                typing_scopes=typing,
+                min_edit_interval=1.5,
+                finalize_unchanged=False,
+            )
+
+    @property
+    def limits(self) -> SinkLimits:
+        return self._limits
+
+    @property
+    def native(self) -> bool:
+        """Whether this answer was admitted to native streaming."""
+        return self._native
+
+    async def show_typing(self) -> None:
+        """`assistant.threads.setStatus` once ("is thinking…"); Slack clears it on our reply."""
+        target = self._target
+        if self._status_shown or target.status_key in self._status_off:
+            return
+        self._status_shown = True
+        try:
+            await self._api.raw(
+                "assistant.threads.setStatus",
+                channel_id=target.channel,
+                thread_ts=target.thread_ts,
+                status=THINKING,
+            )
+        except SinkRateLimited:
+            self._status_shown = False
+            raise
+        except SinkError as exc:
+            # Not an AI app, not an assistant thread, or a missing scope: stop asking.
+            log.info("setStatus unavailable in %s: %s", target.status_key, exc)
+            self._status_off.add(target.status_key)
+
+    async def post(self, text: str) -> str:
+        if not self._native:
+            data = await self._api.raw("chat.postMessage", **self._text_args(text))
+            ts = str(data["ts"])
+            self._messages[ts] = _Message(streaming=False, last_text=text)
+            return ts
+        settled = _settled(text)
+        try:
+            # Paced here rather than through `limits.post_scopes`: the driver can be granted a
+            # post token and then drop it when the answer finishes in the same moment (a short
+            # answer); a Tier 2 budget of ~20 streams a minute cannot afford that.
+            data = await self._api.call(
+                "chat.startStream",
+                scopes=Scopes.start_stream(self._target.space),
+                priority=Priority.FIRST,
+                channel=self._target.channel,
+                thread_ts=self._target.thread_ts,
+                markdown_text=to_markdown_text(settled) if settled else None,
+                **self._recipient(),
+            )
+        except SlackRejected as exc:
+            self._admission.mark_unavailable(self._target.space, exc.error)
+            data = await self._api.call(
+                "chat.postMessage",
+                scopes=self._post_scopes,
+                priority=Priority.FIRST,
+                **self._markdown_args(text),
+            )
+            ts = str(data["ts"])
+            self._messages[ts] = _Message(streaming=False, last_text=text)
+            return ts
+        ts = str(data["ts"])
+        self._messages[ts] = _Message(streaming=True, sent=settled)
+        return ts
+
+    async def edit(self, message_id: str, text: str) -> None:
+        message = self._messages.get(message_id) or _Message(streaming=False)
+        self._messages[message_id] = message
+        if not self._native:
+            await self._api.raw("chat.update", **self._update_text_args(message_id, text))
+            message.last_text = text
+            return
+        if not message.streaming:  # fell back or expired: a paced chat.update
+            if text == message.last_text:
+                return
+            await self._update_markdown(message_id, text, Priority.EDIT)
+            message.last_text = text
+            return
+        settled = _settled(text)
+        if len(settled) <= len(message.sent) or not settled.startswith(message.sent):
+            return  # nothing new is settled yet; the rest comes later or at the end
+        delta = settled[len(message.sent) :]
+        try:
+            await self._api.raw(
+                "chat.appendStream",
+                channel=self._target.channel,
+                ts=message_id,
+                markdown_text=to_markdown_text(delta),
+            )
+        except SlackRejected as exc:
+            if exc.error != NOT_STREAMING:
+                raise
+            self._expire(message_id, message)
+            await self._update_markdown(message_id, text, Priority.EDIT)
+            message.last_text = text
+            return
+        message.sent = settled
+
+    async def finalize(self, message_id: str, text: str) -> str | None:
+        message = self._messages.get(message_id) or _Message(streaming=False)
+        self._messages[message_id] = message
+        if not self._native:
+            await self._api.raw("chat.update", **self._update_text_args(message_id, text))
+            message.last_text = text
+            return None
+        if not message.streaming:
+            if text != message.last_text:
+                await self._update_markdown(message_id, text, Priority.FINAL)
+                message.last_text = text
+            return None
+        extends = text.startswith(message.sent)
+        rest = text[len(message.sent) :] if extends else ""
+        try:
+            await self._api.raw(
+                "chat.stopStream",
+                channel=self._target.channel,
+                ts=message_id,
+                markdown_text=to_markdown_text(rest) if rest else None,
+            )
+        except SlackRejected as exc:
+            if exc.error != NOT_STREAMING:
+                raise
+            self._expire(message_id, message)
+            extends = False
+        message.streaming = False
+        if not extends:
+            # What was streamed is not a prefix of the final text (a split cut before text
+            # already shown, or an expired stream): replace the whole message.
+            await self._update_markdown(message_id, text, Priority.FINAL)
+        message.sent = text
+        message.last_text = text
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _expire(self, message_id: str, message: _Message) -> None:
+        log.info("stream %s in %s expired; finishing it with chat.update", message_id, self._target)
+        message.streaming = False
+        message.expired = True
+
+    async def _update_markdown(self, message_id: str, text: str, priority: Priority) -> None:
+        await self._api.call(
+            "chat.update",
+            scopes=self._update_scopes,
+            priority=priority,
+            channel=self._target.channel,
+            ts=message_id,
+            markdown_text=to_markdown_text(text),
+        )
+
+    def _recipient(self) -> dict[str, Any]:
+        if self._target.is_dm:
+            return {}
+        return {"recipient_user_id": self._target.user, "recipient_team_id": self._target.team_id}
+
+    def _text_args(self, text: str) -> dict[str, Any]:
+        return {
+            "channel": self._target.channel,
+            "thread_ts": self._target.thread_ts,
+            "text": to_mrkdwn(text),
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+
+    def _update_text_args(self, message_id: str, text: str) -> dict[str, Any]:
+        return {"channel": self._target.channel, "ts": message_id, "text": to_mrkdwn(text)}
+
+    def _markdown_args(self, text: str) -> dict[str, Any]:
+        return {
+            "channel": self._target.channel,
+            "thread_ts": self._target.thread_ts,
+            "markdown_text": to_markdown_text(text),
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+
+
+def _settled(text: str) -> str:
+    """The part of an intermediate text no later text will change.
+
+    The driver's intermediate texts are a prefix of the answer plus, at the very end, markup
+    added only for display (closers of an open fence or emphasis): characters among spaces,
+    newlines and `*_~``. Dropping every such trailing character leaves a prefix of the final
+    text (at worst a little short: real trailing markup follows with a later append).
+    """
+    return text.rstrip(_UNSETTLED_TAIL)
+
+
+def _markdown_length(text: str) -> int:
+    return len(to_markdown_text(text))
+
+
+def _mrkdwn_length(text: str) -> int:
+    return len(to_mrkdwn(text))

@@ -1,0 +1,131 @@
+"""Benchmark: N concurrent answers in one Slack workspace through `threadline run` (Socket Mode).
+
+Run: `.venv/bin/python -m bench.slack_load [--answers 100] [--channels 10] [--words 30]
+[--delay 0.1] [--no-native]`.
+
+The real service runs as a child process (`python -m bots run`) against a fake Slack (Web API
++ Socket Mode, Slack's per-workspace tiers with 429s) and a fake OpenAI server, both in this
+process on 127.0.0.1. N mentions arrive at once in N threads spread over several channels; each
+answer streams for a few seconds (`--words` words, `--delay` seconds apart). The service paces
+every Slack method at Slack's real rates (chat.startStream/stopStream ~20/min, chat.update
+~50/min, chat.postMessage ~1/s per channel), so N answers take minutes, not seconds.
+
+Prints the 429 count, Slack API calls per answer (total, writes, and by method), and the median
+and p95 of (time the complete final text became visible on the fake - the LLM's last token of
+that answer), both wall-clock `time.time()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from bench._common import machine, median, percentile
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.service_process import ThreadlineProcess
+from tests.fakes.slack_server import WRITE_METHODS, FakeSlack
+
+_INDEX = re.compile(r"question (\d+) ")
+
+
+def _env(slack: FakeSlack, llm: FakeOpenAI, directory: Path, native: bool) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-bench",
+        "THREADLINE_MODEL": "fake-model",
+        "THREADLINE_MAX_RETRIES": "0",
+        "THREADLINE_USER_HASH_KEY": "bench-user-hash-key",
+        "DATABASE_URL": f"sqlite+aiosqlite:///{directory}/bench.db",
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_APP_TOKEN": slack.app_token,
+        "SLACK_API_URL": slack.api_url,
+        "SLACK_NATIVE_STREAMING": "true" if native else "false",
+    }
+
+
+async def run(answers: int, channels: int, words: int, delay: float, native: bool) -> None:
+    print(machine())
+    print(
+        f"{answers} concurrent answers in one workspace, {channels} channels, "
+        f"{words + 3} words each streamed {delay * 1000:.0f} ms apart, "
+        f"native streaming {'on' if native else 'off'}"
+    )
+    users = {f"U{n}": f"User {n}" for n in range(10)}
+    async with FakeSlack(users=users) as slack, FakeOpenAI() as llm:
+        llm.script(*[Reply(delay_between=delay) for _ in range(answers)])
+        with tempfile.TemporaryDirectory() as directory:
+            async with ThreadlineProcess(
+                Path(directory), _env(slack, llm, Path(directory), native)
+            ) as service:
+                await service.wait_until(lambda: bool(slack.sockets), within=30, what="socket")
+                expected: dict[int, tuple[str, str, str]] = {}
+                started = time.time()
+                for index in range(answers):
+                    channel = f"C{index % channels:03d}"
+                    body = " ".join(f"w{index}.{n}" for n in range(words))
+                    event = slack.message(
+                        channel,
+                        f"<@{slack.bot_user_id}> question {index} {body}",
+                        user=f"U{index % 10}",
+                    )
+                    expected[index] = (channel, event["ts"], f"echo: question {index} {body}")
+                    await slack.send_event(event)
+
+                def complete(index: int) -> bool:
+                    channel, ts, text = expected[index]
+                    return slack.thread_final(channel, ts) and (
+                        "".join(slack.thread_text(channel, ts)) == text
+                    )
+
+                await service.wait_until(
+                    lambda: all(complete(index) for index in expected),
+                    within=900,
+                    what="every answer complete",
+                )
+                elapsed = time.time() - started
+        last_token: dict[int, float] = {}
+        for request in llm.chat_requests:
+            content = request.json["messages"][-1]["content"]
+            found = _INDEX.search(content)
+            if found and request.last_token_at is not None:
+                last_token[int(found.group(1))] = request.last_token_at
+        lags = []
+        for index, (channel, ts, _) in expected.items():
+            messages = slack.thread_messages(channel, ts)
+            visible_at = max(message.history[-1][0] for message in messages)
+            lags.append(visible_at - last_token[index])
+
+    counts = slack.method_counts()
+    writes = sum(n for method, n in counts.items() if method in WRITE_METHODS)
+    print(f"all {answers} final texts complete after {elapsed:.1f} s")
+    print(f"429 responses: {slack.rate_limited} {dict(slack.rate_limited_by_method)}")
+    total = sum(counts.values()) - counts["auth.test"] - counts["apps.connections.open"]
+    print(f"API calls per answer: {total / answers:.2f} (writes {writes / answers:.2f})")
+    for method, count in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"  {method:<40} {count:>5}  {count / answers:.2f}/answer")
+    streamed = sum(1 for m in slack.messages.values() if m.markdown)
+    print(f"messages written as markdown_text (native or switched): {streamed}")
+    print(
+        "last token -> complete final text visible: "
+        f"median {median(lags):.2f} s, p95 {percentile(lags, 0.95):.2f} s, "
+        f"max {max(lags):.2f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--answers", type=int, default=100)
+    parser.add_argument("--channels", type=int, default=10)
+    parser.add_argument("--words", type=int, default=30)
+    parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument("--no-native", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(run(args.answers, args.channels, args.words, args.delay, not args.no_native))
+
+
+if __name__ == "__main__":
+    main()
