@@ -226,7 +226,12 @@ class ReplyStream:
         if turn.cancelled():
             return False
         turn.result()
-        return not self._finish_requested
+        if self._finish_requested:
+            # Granted just as the answer finished: the final write takes over, so the token
+            # goes back rather than being lost to a write that will not happen.
+            self._pacer.refund(self._limits.scopes_for(kind))
+            return False
+        return True
 
     async def _turn(self, kind: WriteKind, priority: Priority) -> None:
         if kind is WriteKind.EDIT:

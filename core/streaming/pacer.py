@@ -195,6 +195,15 @@ class Pacer:
                 self._pump(buckets)
             raise
 
+    def refund(self, scopes: Sequence[PaceScope]) -> None:
+        """Give back one token to each bucket: a grant whose write was dropped unmade."""
+        now = self.clock.now()
+        buckets = self._buckets_for(scopes)
+        for bucket in buckets:
+            bucket.refill(now)
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1.0)
+        self._pump(buckets)
+
     def pause(self, scopes: Sequence[PaceScope], retry_after: float) -> float:
         """Grant nothing in these scopes for `retry_after` seconds plus jitter; return the end."""
         buckets = self._buckets_for(scopes)

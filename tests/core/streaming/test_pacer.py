@@ -355,3 +355,17 @@ async def test_a_full_bucket_stays_full_when_its_burst_changes(clock: VirtualClo
     assert [t - 5.0 for t in times] == pytest.approx([0, 0, 0, 1.0])
     widest = PaceScope("s", rate=1.0, burst=5.0)  # not full (empty): it keeps what it has
     assert await grant_time(pacer, clock, [widest], Priority.FINAL) == pytest.approx(7.0)
+
+
+async def test_a_refunded_token_serves_the_next_waiter_at_once(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("stream-start", rate=1 / 3, burst=1.0)  # Slack's ~20/min
+    await pacer.acquire([scope], Priority.FIRST)
+    waiter = asyncio.ensure_future(grant_time(pacer, clock, [scope], Priority.FINAL))
+    await clock.sleep(0.5)
+    assert not waiter.done()
+    pacer.refund([scope])  # the first grant's write was dropped
+    assert await waiter == pytest.approx(0.5)
+    pacer.refund([scope])
+    pacer.refund([scope])  # never more than the burst
+    assert pacer.stats()["stream-start"].tokens == pytest.approx(1.0)
