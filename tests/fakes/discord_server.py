@@ -39,10 +39,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.fakes.served import Served
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
 MAX_CONTENT = 2000
@@ -156,7 +157,7 @@ class _Reply(Exception):
         self.headers = headers or {}
 
 
-class FakeDiscord:
+class FakeDiscord(Served):
     """A Discord REST API and gateway on 127.0.0.1 for tests and benchmarks.
 
     One guild with a text channel `channel_id` and a thread `thread_id` (public thread of the
@@ -258,18 +259,6 @@ class FakeDiscord:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeDiscord:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- world ---------------------------------------------------------------------------------
 

@@ -21,10 +21,11 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.served import Served
 
 QUIRKS = frozenset(
     {
@@ -195,7 +196,7 @@ class RecordedRequest:
     last_token_at: float | None = None
 
 
-class FakeOpenAI:
+class FakeOpenAI(Served):
     """An OpenAI-compatible server on 127.0.0.1 for tests and demos.
 
     Endpoints: POST /v1/chat/completions, GET /v1/models and Azure's
@@ -250,18 +251,6 @@ class FakeOpenAI:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def port(self) -> int:

@@ -8,7 +8,8 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+
+from tests.fakes.served import Served
 
 REPO = Path(__file__).resolve().parents[2]
 SETTING_PREFIXES = ("THREADLINE_", "OPENAI_", "SLACK_", "TELEGRAM_", "DISCORD_")
@@ -27,7 +28,7 @@ def service_env(env: dict[str, str]) -> dict[str, str]:
     return base
 
 
-class ThreadlineProcess:
+class ThreadlineProcess(Served):
     """`python -m bots run` in `cwd` with `env`; stopped with SIGTERM on exit.
 
     Its combined output is collected in `output` as it arrives, so a test can wait for a line
@@ -109,15 +110,3 @@ class ThreadlineProcess:
                 await asyncio.wait_for(self._reader, 5)
             except TimeoutError:
                 self._reader.cancel()
-
-    async def __aenter__(self) -> ThreadlineProcess:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

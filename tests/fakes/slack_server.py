@@ -27,11 +27,12 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.served import Served
 
 LIVE_MENTION = re.compile(r"<(?:!channel|!here|!everyone|@|!subteam)")
 TEXT_LIMIT = 40_000
@@ -141,7 +142,7 @@ class SlackError(Exception):
         self.status = status
 
 
-class FakeSlack:
+class FakeSlack(Served):
     """The fake Slack server; use `async with FakeSlack() as slack:`."""
 
     def __init__(
@@ -220,18 +221,6 @@ class FakeSlack:
             await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeSlack:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def port(self) -> int:

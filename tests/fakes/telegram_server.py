@@ -30,11 +30,12 @@ import socket
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.served import Served
 
 TOKEN = "7000001:AAH-fake-telegram-token-for-tests_0123456789"
 BOT_ID = 7000001
@@ -198,7 +199,7 @@ class _Bucket:
         self.tokens -= 1.0
 
 
-class FakeTelegram:
+class FakeTelegram(Served):
     """The fake Bot API server; see the module docstring."""
 
     def __init__(
@@ -275,18 +276,6 @@ class FakeTelegram:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeTelegram:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def api_url(self) -> str:

@@ -11,9 +11,9 @@ from tests.adapters.discord.conftest import running
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 
-# The full 50 run is `python -m bench.discord_load` (about 60 s at Discord's real per-channel
-# budget of 5 creates per 5 s); the test keeps the same budget and sends fewer at once.
-CONCURRENT = 10
+# 50 answers in one channel take about 60 s at Discord's per-channel budget of 5 creates per
+# 5 s; `python -m bench.discord_load` runs the same scenario and reports its latencies.
+CONCURRENT = 50
 FENCE = re.compile(r"^```", re.MULTILINE)
 
 
@@ -33,7 +33,7 @@ async def test_concurrent_answers_in_one_channel_without_429(
         }
         await proc.wait_until(
             lambda: all(fake.answer_text(mid) == text for mid, text in questions.items()),
-            within=60,
+            within=150,
             what="every answer complete",
         )
     assert fake.rate_limited == 0

@@ -2,9 +2,9 @@
 
 Telegram allows 20 messages a minute in one group, so every answer there costs at least one
 sendMessage out of that budget: 50 answers in one group take about three minutes whatever the
-bot does (`bench.telegram_load` runs that). This test runs GROUP_ANSWERS of them at the same
-time as 50 private chats, all sharing the bot-wide budget, and checks that no write got a 429
-and every answer's complete text is visible.
+bot does (`bench.telegram_load` measures the same scenario's latencies). This test runs them at
+the same time as 50 private chats, all sharing the bot-wide budget, and checks that no write
+got a 429 and every answer's complete text is visible.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.service_process import ThreadlineProcess
 from tests.fakes.telegram_server import FakeTelegram
 
-GROUP_ANSWERS = 6
+GROUP_ANSWERS = 50
 PRIVATE_CHATS = 50
 
 
@@ -56,7 +56,7 @@ async def test_concurrent_answers_in_a_group_and_in_50_private_chats_without_429
 
         await proc.wait_until(private_done, within=40, what="50 private answers")
         private_seconds = time.monotonic() - started
-        await proc.wait_until(group_done, within=60, what="the group answers")
+        await proc.wait_until(group_done, within=300, what="the group answers")
         group_seconds = time.monotonic() - started
         print(
             f"\n50 private chats: {private_seconds:.1f}s; {GROUP_ANSWERS} group answers: "
