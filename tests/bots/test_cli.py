@@ -188,7 +188,10 @@ async def test_ask_with_a_command_succeeds(tmp_path: Path, fake_llm: FakeOpenAI)
 
 
 def _chat_then_ctrl_c(cwd: Path, env: dict[str, str]) -> tuple[bool, int | None, float]:
-    """Start `chat` on a pseudo-terminal, wait for the prompt, press Ctrl-C; (prompt, code, s)."""
+    """Start `chat` on a pseudo-terminal, wait for the prompt, press Ctrl-C; (prompt, code, s).
+
+    Its stderr goes to `cwd/stderr.txt`, for the failure message.
+    """
     import pty
     import select
     import signal
@@ -196,14 +199,16 @@ def _chat_then_ctrl_c(cwd: Path, env: dict[str, str]) -> tuple[bool, int | None,
     import time
 
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bots", "chat"],
-        cwd=cwd,
-        env=env,
-        stdin=follower,
-        stdout=follower,
-        stderr=subprocess.DEVNULL,
-    )
+    with (cwd / "stderr.txt").open("wb") as stderr:
+        # PYTHONFAULTHANDLER: if it hangs, SIGABRT makes it print where every thread is.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bots", "chat"],
+            cwd=cwd,
+            env={**env, "PYTHONFAULTHANDLER": "1"},
+            stdin=follower,
+            stdout=follower,
+            stderr=stderr,
+        )
     os.close(follower)
     seen = b""
     deadline = time.monotonic() + 30
@@ -216,8 +221,12 @@ def _chat_then_ctrl_c(cwd: Path, env: dict[str, str]) -> tuple[bool, int | None,
     try:
         code: int | None = proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         code = None
     os.close(leader)
     return b"> " in seen, code, time.monotonic() - started
@@ -228,5 +237,6 @@ async def test_ctrl_c_at_the_chat_prompt_exits_at_once(
 ) -> None:
     env = cli_env(llm_env(fake_llm))
     prompt, code, seconds = await asyncio.to_thread(_chat_then_ctrl_c, tmp_path, env)
-    assert prompt
-    assert code == 130 and seconds < 5
+    errors = (tmp_path / "stderr.txt").read_text(errors="replace")
+    assert prompt, errors
+    assert code == 130 and seconds < 5, f"exit {code} after {seconds:.1f}s; stderr:\n{errors}"
