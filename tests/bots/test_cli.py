@@ -187,6 +187,12 @@ async def test_ask_with_a_command_succeeds(tmp_path: Path, fake_llm: FakeOpenAI)
     assert "/new" in result.out and fake_llm.chat_requests == []
 
 
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _chat_then_ctrl_c(cwd: Path, env: dict[str, str]) -> tuple[bool, int | None, float]:
     """Start `chat` on a pseudo-terminal, wait for the prompt, press Ctrl-C; (prompt, code, s).
 
@@ -208,6 +214,9 @@ def _chat_then_ctrl_c(cwd: Path, env: dict[str, str]) -> tuple[bool, int | None,
             stdin=follower,
             stdout=follower,
             stderr=stderr,
+            # A shell's background job inherits SIGINT ignored (CI may run us so), and Python
+            # then leaves Ctrl-C ignored too; a terminal user's process never starts that way.
+            preexec_fn=_default_sigint,
         )
     os.close(follower)
     seen = b""
