@@ -52,6 +52,8 @@ class ServiceConfig:
     reply_tokens: int
     history_turns: int = 200
     user_hash_key: bytes | None = None
+    shutdown_grace: float = 3.0
+    """Seconds an answer interrupted by shutdown gets to show its text and a note."""
 
 
 @dataclass(slots=True)
@@ -291,10 +293,11 @@ class ChatService:
                 final = answer.final_text(index, notes_before if index == 0 else [])
                 outcome.results.append(await stream.finish(final))
         except asyncio.CancelledError:
-            # Shutting down: stop writing, but keep what the model said so far.
-            for stream in answer.streams.values():
-                await stream.abort()
-            answer.error = answer.error or asyncio.CancelledError()
+            # Shutting down: keep what the model said so far, and close what the user sees
+            # with a note if that takes no longer than the shutdown grace.
+            if answer.finish.get(0) is None:
+                answer.error = answer.error or asyncio.CancelledError()
+            await asyncio.shield(self._close_on_shutdown(answer, notes_before, outcome))
             await asyncio.shield(self._store_answer(key, answer, outcome, params.model))
             raise
         if answer.usage is not None:
@@ -305,6 +308,22 @@ class ChatService:
             # The user has the answer; only its copy in the history is missing.
             log.exception("could not store the answer in %s", key)
             outcome.stored = False
+
+    async def _close_on_shutdown(
+        self, answer: _Answer, notes_before: list[str], outcome: Outcome
+    ) -> None:
+        """Finish every stream of an interrupted answer within the grace; abort the rest."""
+
+        async def close(index: int, stream: ReplyStream) -> None:
+            final = answer.final_text(index, notes_before if index == 0 else [])
+            try:
+                async with asyncio.timeout(self._config.shutdown_grace):
+                    await stream.finish(final)
+            except TimeoutError:
+                await stream.abort()
+
+        await asyncio.gather(*(close(i, s) for i, s in answer.streams.items()))
+        outcome.results = [stream.result() for stream in answer.streams.values()]
 
     def _window(
         self, inbound: Inbound, turns: list[Turn], meta: Mapping[str, Any], params: ChatParams
@@ -467,7 +486,12 @@ def _labelled(text: str, index: int, choices: int) -> str:
 
 
 def _error_note(error: BaseException, *, has_text: bool) -> str:
-    note = error.user_note if isinstance(error, LLMError) else "something went wrong on my side"
+    if isinstance(error, LLMError):
+        note = error.user_note
+    elif isinstance(error, asyncio.CancelledError):
+        note = "the assistant was restarted"
+    else:
+        note = "something went wrong on my side"
     if has_text:
         return f"⚠️ _The answer stopped early: {note}._"
     return f"⚠️ Sorry, {note}. Please try again in a moment."

@@ -88,6 +88,7 @@ async def make_rig(tmp_path: Path, llm: FakeOpenAI, **config: object) -> AsyncIt
         params=params,
         context_window=int(config.pop("context_window", 100_000)),  # type: ignore[call-overload]
         reply_tokens=int(config.pop("reply_tokens", 1_000)),  # type: ignore[call-overload]
+        shutdown_grace=float(config.pop("shutdown_grace", 3.0)),  # type: ignore[arg-type]
         user_hash_key=b"k" * 32,
     )
     service = ChatService(
@@ -397,7 +398,8 @@ async def test_an_empty_answer_is_shown_as_such(rig: Rig) -> None:
 async def test_shutdown_mid_answer_keeps_the_partial_answer(rig: Rig) -> None:
     rig.llm.script(Reply(text="one two three four five six seven eight", delay_between=0.1))
     inbound = rig.inbound("interrupt me")
-    task = asyncio.create_task(rig.service.handle(inbound, rig.sink()))
+    sink = rig.sink()
+    task = asyncio.create_task(rig.service.handle(inbound, sink))
     await asyncio.sleep(0.45)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -406,6 +408,30 @@ async def test_shutdown_mid_answer_keeps_the_partial_answer(rig: Rig) -> None:
     assert [t.role for t in turns] == [Role.USER, Role.ASSISTANT]
     assert turns[1].status is TurnStatus.PARTIAL
     assert turns[1].content.startswith("one two") and "eight" not in turns[1].content
+    # what the user sees is closed: the text so far and a note that the answer was cut short
+    [shown] = sink.texts()
+    assert shown.startswith(turns[1].content) and "the assistant was restarted" in shown
+    assert turns[1].platform_message_ids == tuple(sink.message_ids)
+
+
+async def test_shutdown_gives_up_closing_an_answer_after_the_grace(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    async with make_rig(tmp_path, fake_llm, shutdown_grace=0.3) as rig:
+        rig.llm.script(Reply(text="one two three four five six", delay_between=0.1))
+        sink = rig.sink()
+        inbound = rig.inbound("interrupt me")
+        task = asyncio.create_task(rig.service.handle(inbound, sink))
+        await asyncio.sleep(0.35)
+        sink.latency = 1000.0  # the platform stops answering
+        task.cancel()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert loop.time() - started < 1.0
+        turns = await rig.store.recent(inbound.key, limit=5)
+        assert turns[1].status is TurnStatus.PARTIAL and turns[1].content.startswith("one")
 
 
 async def test_a_command_and_the_message_after_it_keep_their_order(rig: Rig) -> None:

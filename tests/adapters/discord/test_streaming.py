@@ -153,6 +153,23 @@ async def test_llm_failure_leaves_partial_text_and_a_note(
         )
 
 
+async def test_an_answer_interrupted_by_shutdown_is_closed_with_a_note(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_llm: FakeOpenAI
+) -> None:
+    fake = fake_discord
+    words = " ".join(f"word{i}" for i in range(60))
+    fake_llm.script(Reply(text=words, delay_between=0.2))
+    async with running(tmp_path, fake, fake_llm) as proc:
+        question = await fake.user_message(fake.channel_id, "long one", mention_bot=True)
+        await proc.wait_until(
+            lambda: "word3" in fake.answer_text(question), what="the answer to start showing"
+        )
+        assert await proc.stop() == 0
+    text = fake.answer_text(question)
+    assert text.startswith("word0 word1 word2 word3") and "word59" not in text
+    assert text.endswith("⚠️ _The answer stopped early: the assistant was restarted._")
+
+
 async def test_missing_permission_and_deleted_message_end_quietly(
     tmp_path: Path, fake_discord: FakeDiscord, fake_llm: FakeOpenAI
 ) -> None:
