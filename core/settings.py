@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -156,42 +157,17 @@ class Settings(BaseSettings):
     @field_validator("stop", mode="before")
     @classmethod
     def _parse_stop(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return None
-            if text.startswith("["):
-                return json.loads(text)
-            return (value,)
-        return value
+        return _parse_env_text(value, lambda text: json.loads(text) if text[0] == "[" else (value,))
 
     @field_validator("logit_bias", mode="before")
     @classmethod
     def _parse_logit_bias(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return None
-            parsed = json.loads(text)
-            if not isinstance(parsed, dict):
-                raise ValueError('must be a JSON object such as {"50256": -100}')
-            return parsed
-        return value
+        return _parse_env_text(value, _json_object)
 
     @field_validator("discord_shard_ids", mode="before")
     @classmethod
     def _parse_shard_ids(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return None
-            if text.startswith("["):
-                return json.loads(text)
-            try:
-                return tuple(int(part) for part in text.split(",") if part.strip())
-            except ValueError:
-                raise ValueError("must be shard numbers separated by commas, e.g. 0,1") from None
-        return value
+        return _parse_env_text(value, _shard_numbers)
 
     @field_validator("slack_http_path", mode="after")
     @classmethod
@@ -289,6 +265,30 @@ class Settings(BaseSettings):
         if self.discord_bot_token:
             enabled.append("discord")
         return enabled
+
+
+def _parse_env_text(value: Any, parse: Callable[[str], Any]) -> Any:
+    """A setting given as text: blank is unset, anything else goes through `parse`."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    return parse(text) if text else None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    parsed = json.loads(text)
+    if not isinstance(parsed, dict):
+        raise ValueError('must be a JSON object such as {"50256": -100}')
+    return parsed
+
+
+def _shard_numbers(text: str) -> Any:
+    if text.startswith("["):
+        return json.loads(text)
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("must be shard numbers separated by commas, e.g. 0,1") from None
 
 
 PLATFORM_VARIABLES: dict[str, tuple[str, ...]] = {
