@@ -179,7 +179,7 @@ class SlackSink:
             self._limits = SinkLimits(
                 max_length=MARKDOWN_LIMIT,
                 measure=_markdown_length,
-                # chat.startStream is paced inside `post` (see there), not by the driver
+                # `post` paces itself: its method (and budget) is chosen at call time
                 post_scopes=(),
                 edit_scopes=Scopes.append_stream(space),
                 final_scopes=Scopes.stop_stream(space),
@@ -236,9 +236,9 @@ class SlackSink:
             return ts
         settled = _settled(text)
         try:
-            # Paced here rather than through `limits.post_scopes`: the driver can be granted a
-            # post token and then drop it when the answer finishes in the same moment (a short
-            # answer); a Tier 2 budget of ~20 streams a minute cannot afford that.
+            # Paced here rather than through `limits.post_scopes`: which method this post uses
+            # (chat.startStream, or chat.postMessage when the stream cannot start) and so
+            # which Slack budget it draws from is only known at call time.
             data = await self._api.call(
                 "chat.startStream",
                 scopes=Scopes.start_stream(self._target.space),
