@@ -22,7 +22,7 @@ from adapters.discord.inbound import (
     to_inbound,
 )
 from adapters.discord.rest import DiscordRest
-from adapters.discord.sink import GLOBAL_SCOPE, ChannelSink, InteractionSink, channel_scopes
+from adapters.discord.sink import ChannelSink, InteractionSink, channel_scopes, global_scope
 from core.commands import COMMAND_HELP, SETTABLE_PARAMS
 from core.conversation import Inbound
 from core.errors import ConfigError, SinkError
@@ -52,6 +52,13 @@ class DiscordOptions:
     guild_ready_timeout: float = 2.0
     sync_commands: bool = True
 
+    @property
+    def budget_share(self) -> float:
+        """This process's part of the bot-wide request budget: the part of the shards it runs."""
+        if self.shard_count is None or not self.shard_ids:
+            return 1.0
+        return len(self.shard_ids) / self.shard_count
+
 
 class DiscordChannel:
     """Runs one discord.py client until cancelled and answers through the ChatService.
@@ -75,6 +82,7 @@ class DiscordChannel:
         self._rest = rest
         self._token = token
         self._options = options or DiscordOptions()
+        self._bot_wide = global_scope(self._options.budget_share)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._order = KeyedLocks()
         self._opened_threads: dict[str, None] = {}  # insertion-ordered, capped
@@ -229,15 +237,21 @@ class DiscordChannel:
             if thread_id is not None:
                 opened = to_inbound(facts, bot_id=bot_id, opened_thread=thread_id)
                 if opened is not None:
-                    return opened, ChannelSink(self._rest, self._pacer, thread_id)
+                    return opened, ChannelSink(
+                        self._rest, self._pacer, thread_id, bot_wide=self._bot_wide
+                    )
         return inbound, ChannelSink(
-            self._rest, self._pacer, facts.channel_id, reply_to=facts.message_id
+            self._rest,
+            self._pacer,
+            facts.channel_id,
+            reply_to=facts.message_id,
+            bot_wide=self._bot_wide,
         )
 
     async def _open_thread(self, facts: DiscordMessage, text: str) -> str | None:
         """Open a public thread on the message (paced); None when Discord refuses."""
         scopes = channel_scopes(facts.channel_id)
-        await self._pacer.acquire((scopes.threads, GLOBAL_SCOPE), Priority.FIRST)
+        await self._pacer.acquire((scopes.threads, self._bot_wide), Priority.FIRST)
         name = " ".join(text.split())[:THREAD_NAME_LENGTH] or "Conversation"
         try:
             result = await self._rest.request(

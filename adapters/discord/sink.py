@@ -24,7 +24,20 @@ THREAD_RATE = 0.5
 GLOBAL_RATE = 40.0
 GLOBAL_BURST = 8.0
 MIN_EDIT_INTERVAL = 1.0
-GLOBAL_SCOPE = PaceScope("discord:global", rate=GLOBAL_RATE, burst=GLOBAL_BURST)
+
+
+def global_scope(share: float = 1.0) -> PaceScope:
+    """The bot-wide bucket, or this process's `share` of it when shards run in several processes.
+
+    Discord's 50 requests per second hold per bot token, whichever process sends them, so a
+    process running half of the shards paces itself at half of the bot's budget.
+    """
+    return PaceScope(
+        "discord:global", rate=GLOBAL_RATE * share, burst=max(1.0, GLOBAL_BURST * share)
+    )
+
+
+GLOBAL_SCOPE = global_scope()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +61,14 @@ def channel_scopes(channel_id: str) -> ChannelScopes:
     )
 
 
-def channel_limits(channel_id: str) -> SinkLimits:
+def channel_limits(channel_id: str, bot_wide: PaceScope = GLOBAL_SCOPE) -> SinkLimits:
     """Length and pacing of an answer in `channel_id`."""
     scopes = channel_scopes(channel_id)
     return SinkLimits(
         max_length=MAX_LENGTH,
-        post_scopes=(scopes.create, GLOBAL_SCOPE),
-        edit_scopes=(scopes.edit, GLOBAL_SCOPE),
-        typing_scopes=(scopes.typing, GLOBAL_SCOPE),
+        post_scopes=(scopes.create, bot_wide),
+        edit_scopes=(scopes.edit, bot_wide),
+        typing_scopes=(scopes.typing, bot_wide),
         min_edit_interval=MIN_EDIT_INTERVAL,
         finalize_unchanged=False,
     )
@@ -70,14 +83,20 @@ class ChannelSink:
     """
 
     def __init__(
-        self, rest: DiscordRest, pacer: Pacer, channel_id: str, *, reply_to: str | None = None
+        self,
+        rest: DiscordRest,
+        pacer: Pacer,
+        channel_id: str,
+        *,
+        reply_to: str | None = None,
+        bot_wide: PaceScope = GLOBAL_SCOPE,
     ) -> None:
         self._rest = rest
         self._pacer = pacer
         self._channel_id = channel_id
         self._reply_to = reply_to
         self._scopes = channel_scopes(channel_id)
-        self._limits = channel_limits(channel_id)
+        self._limits = channel_limits(channel_id, bot_wide)
 
     @property
     def limits(self) -> SinkLimits:

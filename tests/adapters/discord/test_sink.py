@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.discord.rest import NO_MENTIONS, DiscordRateLimited, DiscordRest
-from adapters.discord.sink import GLOBAL_SCOPE, ChannelSink, channel_scopes
+from adapters.discord.runner import DiscordOptions
+from adapters.discord.sink import (
+    GLOBAL_SCOPE,
+    ChannelSink,
+    channel_limits,
+    channel_scopes,
+    global_scope,
+)
 from core.clock import SystemClock
 from core.errors import SinkGone, SinkRateLimited, SinkRejected
 from core.streaming import Pacer
@@ -92,3 +99,15 @@ async def test_global_429_is_passed_on_whole() -> None:
             await client.close()
     assert caught.value.is_global
     assert 0 < caught.value.retry_after <= 1.0
+
+
+def test_a_process_running_some_shards_paces_at_their_share_of_the_bot_budget() -> None:
+    half = DiscordOptions(shard_count=4, shard_ids=(0, 1))
+    assert half.budget_share == 0.5
+    assert DiscordOptions(shard_count=4).budget_share == 1.0  # this process runs every shard
+    assert DiscordOptions().budget_share == 1.0
+    scope = global_scope(half.budget_share)
+    assert scope.key == GLOBAL_SCOPE.key  # the same bucket, paced slower
+    assert scope.rate == GLOBAL_SCOPE.rate / 2 and scope.burst == GLOBAL_SCOPE.burst / 2
+    limits = channel_limits("123", scope)
+    assert scope in limits.post_scopes and scope in limits.edit_scopes
