@@ -148,6 +148,7 @@ def _secret_values(settings: Settings) -> list[str]:
         "slack_app_token",
         "slack_signing_secret",
         "telegram_bot_token",
+        "telegram_webhook_secret",
         "discord_bot_token",
         "user_hash_key",
     ):

@@ -2,7 +2,7 @@
 
 from adapters.telegram.format import MAX_MESSAGE_LENGTH, Rendered, render, rendered_length
 from adapters.telegram.inbound import BotIdentity, addressed_to, to_inbound
-from adapters.telegram.runner import TelegramChannel, TokenFilter, WebhookConfig
+from adapters.telegram.runner import TelegramChannel, WebhookConfig
 from adapters.telegram.sink import DraftSupport, Target, TelegramSink, limits_for
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "Target",
     "TelegramChannel",
     "TelegramSink",
-    "TokenFilter",
     "WebhookConfig",
     "addressed_to",
     "limits_for",

@@ -57,23 +57,6 @@ class WebhookConfig:
         return urlsplit(self.url).path or "/"
 
 
-class TokenFilter(logging.Filter):
-    """Replaces the bot token in log records (HTTP client logs carry it in every URL)."""
-
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self._token = token
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._token:
-            return True
-        message = record.getMessage()
-        if self._token in message:
-            record.msg = message.replace(self._token, "***")
-            record.args = None
-        return True
-
-
 class TelegramChannel:
     """Runs one Telegram bot until cancelled: receive updates, answer each chat concurrently.
 
@@ -134,10 +117,6 @@ class TelegramChannel:
         # PTB 22 warns on every RetryAfter that its retry_after becomes a timedelta; the sink
         # reads both forms.
         warnings.filterwarnings("ignore", message=".*retry_after.*", category=PTBDeprecationWarning)
-        token_filter = TokenFilter(self._token)
-        loggers = [logging.getLogger(name) for name in ("httpx", "telegram", "telegram.ext")]
-        for logger in loggers:
-            logger.addFilter(token_filter)
         updater: Updater | None = None
         runner: web.AppRunner | None = None
         try:
@@ -158,8 +137,6 @@ class TelegramChannel:
             await self._consume()
         finally:
             await self._shutdown(updater, runner)
-            for logger in loggers:
-                logger.removeFilter(token_filter)
 
     # -- start-up ------------------------------------------------------------------------
 

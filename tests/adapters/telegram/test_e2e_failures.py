@@ -206,6 +206,7 @@ async def test_webhook_refuses_a_wrong_secret_and_the_token_never_shows(
         assert len(llm.chat_requests) == 1  # the forged updates did nothing
         assert tg.calls_of("getUpdates") == []
     assert tg.token not in proc.output
+    assert secret not in proc.output  # setWebhook's secret_token is logged at DEBUG, masked
     assert "/bot***" in proc.output  # URLs with the token were logged, masked
 
 
