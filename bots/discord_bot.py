@@ -12,6 +12,7 @@ import yarl
 
 from adapters.discord import DiscordChannel, DiscordOptions, DiscordRest, DiscordUnauthorized
 from bots.wiring import Runtime
+from core.channel import Channel
 from core.errors import ConfigError, SinkError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ async def run(runtime: Runtime) -> None:
             shard_ids=settings.discord_shard_ids,
         )
         with discord_endpoints(api_url, gateway_url):
-            channel = DiscordChannel(
+            channel: Channel = DiscordChannel(
                 service=runtime.service,
                 pacer=runtime.pacer,
                 rest=rest,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from adapters.slack import SlackChannel, SlackConfig
 from bots.wiring import Runtime
+from core.channel import Channel
 
 
 def slack_config(runtime: Runtime) -> SlackConfig:
@@ -27,4 +28,5 @@ def slack_config(runtime: Runtime) -> SlackConfig:
 
 async def run(runtime: Runtime) -> None:
     """Serve Slack until cancelled."""
-    await SlackChannel(slack_config(runtime), runtime.service, runtime.pacer).run()
+    channel: Channel = SlackChannel(slack_config(runtime), runtime.service, runtime.pacer)
+    await channel.run()

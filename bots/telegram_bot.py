@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from adapters.telegram import TelegramChannel, WebhookConfig
 from bots.wiring import Runtime
+from core.channel import Channel
 
 
 async def run(runtime: Runtime) -> None:
@@ -21,7 +22,7 @@ async def run(runtime: Runtime) -> None:
             host=settings.telegram_webhook_host,
             port=settings.telegram_webhook_port,
         )
-    channel = TelegramChannel(
+    channel: Channel = TelegramChannel(
         runtime.service,
         token=token.get_secret_value(),
         api_url=settings.telegram_api_url,

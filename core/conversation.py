@@ -19,6 +19,28 @@ class ConversationKey:
     def __str__(self) -> str:
         return f"{self.platform}:{self.space}:{self.channel}:{self.thread}"
 
+    @property
+    def chat(self) -> tuple[str, str, str]:
+        """The chat the conversation lives in: messages of one chat are routed in order."""
+        return (self.platform, self.space, self.channel)
+
+    @property
+    def is_running(self) -> bool:
+        """Whether this key names a chat's running conversation rather than one thread."""
+        return self.thread == RUNNING_THREAD
+
+    def in_thread(self, thread: str) -> ConversationKey:
+        """The same chat's conversation named `thread`."""
+        return ConversationKey(self.platform, self.space, self.channel, thread)
+
+
+RUNNING_THREAD = ""
+"""`ConversationKey.thread` of a chat's running conversation (a DM): the core resolves it to the
+thread the chat currently follows (its main thread, or the branch a reply started)."""
+
+MAIN_THREAD = "main"
+"""The thread a running conversation follows until a reply starts a branch."""
+
 
 class Role(enum.StrEnum):
     """Who said a turn."""
@@ -58,6 +80,18 @@ class Inbound:
     reply_to: str | None = None
     event_id: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    addressed: bool = True
+    """The bot was asked directly (a DM, a mention, a reply to the bot, a command for it). An
+    unaddressed message is answered only when it continues a conversation (see below)."""
+    continues_thread: bool = False
+    """Unaddressed: answer when `key` already has a conversation (a thread the bot is in)."""
+    continues_reply: bool = False
+    """Unaddressed: answer when `reply_to` is a message of a stored conversation."""
+
+    @property
+    def claim_id(self) -> str:
+        """The id that makes the platform event unique: the adapter's, else the message's."""
+        return self.event_id or f"message:{self.key.channel}:{self.message_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,10 @@ class Ticket:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.leave()
+
+    def leave(self) -> None:
+        """Give the place up (done or abandoned); leaving twice does nothing."""
         self._locks._leave(self._key, self._turn)
 
 

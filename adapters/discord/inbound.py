@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 import discord
 
-from core.conversation import Attachment, ConversationKey, Inbound
-from core.service import RUNNING_THREAD
+from core.conversation import RUNNING_THREAD, Attachment, ConversationKey, Inbound
 
 PLATFORM = "discord"
 DM_SPACE = "dm"
@@ -120,51 +119,45 @@ def chain_key(guild_id: str, channel_id: str, root_id: str) -> ConversationKey:
 
 
 def to_inbound(
-    message: DiscordMessage,
-    *,
-    bot_id: str,
-    require_mention: bool = False,
-    thread_active: bool = False,
-    reply_continues: bool = False,
-    opened_thread: str | None = None,
+    message: DiscordMessage, *, bot_id: str, require_mention: bool = False
 ) -> Inbound | None:
     """The Inbound for `message`, or None when the bot must not answer it.
 
-    `thread_active`: the message is in a thread the bot already takes part in;
-    `reply_continues`: it replies to a message of a stored conversation; `opened_thread`: the
-    bot opened this thread for the message (DISCORD_THREAD_PER_CONVERSATION). The caller looks
-    these up; this function decides.
+    DMs and mentions are addressed to the bot. Unless mentions are required, the core also
+    answers a message in a thread the bot takes part in and a reply to a message of one of its
+    conversations. In a server channel a new conversation is the reply chain the message
+    starts, named after it.
     """
     if message.author_is_bot or message.author_id == bot_id or not message.is_chat:
         return None
     text = model_text(message, bot_id)
     if not text and not message.attachments:
         return None
-    mentioned = mentions_bot(message, bot_id)
+    direct = message.kind is ChannelKind.DM
+    addressed = direct or mentions_bot(message, bot_id)
     unprompted_ok = not require_mention
-    reply_to = message.reference_id
-    if message.kind is ChannelKind.DM:
+    if addressed is False and not unprompted_ok:
+        return None
+    in_thread = message.kind is ChannelKind.THREAD
+    if direct:
         key = dm_key(message.channel_id)
+    elif in_thread:
+        key = thread_key(message.space, message.channel_id)
     else:
-        guild = message.space
-        if opened_thread is not None:
-            key, reply_to = thread_key(guild, opened_thread), None
-        elif message.kind is ChannelKind.THREAD:
-            if not (mentioned or (unprompted_ok and (thread_active or reply_continues))):
-                return None
-            key = thread_key(guild, message.channel_id)
-        else:
-            if not (mentioned or (unprompted_ok and reply_continues)):
-                return None
-            key = chain_key(guild, message.channel_id, message.message_id)
+        key = chain_key(message.space, message.channel_id, message.message_id)
+    if not addressed and not in_thread and message.reference_id is None:
+        return None  # channel chatter: nothing it could continue
     return Inbound(
         key=key,
         message_id=message.message_id,
         author_id=message.author_id,
         author_name=message.author_name,
         text=text,
-        is_direct=message.kind is ChannelKind.DM,
-        reply_to=reply_to,
+        is_direct=direct,
+        reply_to=message.reference_id,
         event_id=f"message:{message.message_id}",
         attachments=message.attachments,
+        addressed=addressed,
+        continues_thread=in_thread and not addressed,
+        continues_reply=not addressed,
     )

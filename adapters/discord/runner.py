@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import discord
@@ -17,7 +17,6 @@ from adapters.discord.inbound import (
     chain_key,
     dm_key,
     from_message,
-    mentions_bot,
     thread_key,
     to_inbound,
 )
@@ -26,9 +25,10 @@ from adapters.discord.sink import ChannelSink, InteractionSink, channel_scopes, 
 from core.commands import COMMAND_HELP, SETTABLE_PARAMS
 from core.conversation import Inbound
 from core.errors import ConfigError, SinkError
-from core.locks import KeyedLocks
-from core.service import ChatService
+from core.routing import Routed
+from core.service import ChatService, Prepared
 from core.streaming import Pacer, Priority
+from core.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ class DiscordChannel:
         self._token = token
         self._options = options or DiscordOptions()
         self._bot_wide = global_scope(self._options.budget_share)
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._order = KeyedLocks()
+        self._tasks = TaskSet("discord")
+        self.ready = asyncio.Event()
         self._opened_threads: dict[str, None] = {}  # insertion-ordered, capped
         self._bot_id: str | None = None
         self.client = self._make_client()
@@ -122,6 +122,7 @@ class DiscordChannel:
 
         async def on_ready() -> None:
             log.info("discord: ready as %s in %d guild(s)", client.user, len(client.guilds))
+            self.ready.set()
 
         client.event(on_message)
         client.event(on_ready)
@@ -159,94 +160,48 @@ class DiscordChannel:
         try:
             await self.client.close()
         finally:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        return task
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("discord task %s failed", task.get_name(), exc_info=task.exception())
+            await self._tasks.cancel_all()
 
     # -- messages -----------------------------------------------------------------------------
 
     def _on_message(self, message: discord.Message) -> None:
+        """Hand a new message to the core at once (its place in order is fixed here)."""
         bot_id = self._bot_id
         if bot_id is None or message.author.bot or str(message.author.id) == bot_id:
             return
         facts = from_message(message)
         if facts.kind is ChannelKind.TEXT and facts.channel_id in self._opened_threads:
             facts = _as_thread(facts)
-        self._spawn(self._route(facts, bot_id), name=f"discord:message:{facts.message_id}")
-
-    async def _route(self, facts: DiscordMessage, bot_id: str) -> None:
-        """Decide, then hand the message to the service in arrival order per channel."""
-        async with self._order.hold(facts.channel_id):
-            decided = await self._decide(facts, bot_id)
-            if decided is None:
-                return
-            inbound, sink = decided
-            self._spawn(self._service.handle(inbound, sink), name=f"discord:answer:{inbound.key}")
-            await asyncio.sleep(0)  # let handle() take its place in the chat's queue first
-
-    async def _decide(
-        self, facts: DiscordMessage, bot_id: str
-    ) -> tuple[Inbound, ChannelSink] | None:
-        options = self._options
-        mentioned = mentions_bot(facts, bot_id)
-        thread_active = reply_continues = False
-        unprompted = not options.require_mention
-        if facts.kind is ChannelKind.THREAD and not mentioned and unprompted:
-            thread_active = await self._service.has_conversation(
-                thread_key(facts.space, facts.channel_id)
-            )
-        if (
-            facts.kind is not ChannelKind.DM
-            and facts.reference_id is not None
-            and (not (mentioned or thread_active) or options.thread_per_conversation)
-        ):
-            found = await self._service.conversation_of(
-                "discord", facts.reference_id, space=facts.space, channel=facts.channel_id
-            )
-            reply_continues = found is not None
-        inbound = to_inbound(
-            facts,
-            bot_id=bot_id,
-            require_mention=options.require_mention,
-            thread_active=thread_active,
-            reply_continues=reply_continues,
-        )
+        inbound = to_inbound(facts, bot_id=bot_id, require_mention=self._options.require_mention)
         if inbound is None:
-            return None
-        new_chain = inbound.key == chain_key(facts.space, facts.channel_id, facts.message_id)
+            return
+        accepted = self._service.accept(inbound)
+        if accepted is None:
+            return
+        self._tasks.spawn(
+            self._service.answer(accepted, partial(self._prepare, facts)),
+            name=f"discord:answer:{facts.message_id}",
+        )
+
+    async def _prepare(self, facts: DiscordMessage, routed: Routed) -> Prepared:
+        """The sink for a routed message; a new conversation may get a thread of its own."""
         if (
-            options.thread_per_conversation
+            self._options.thread_per_conversation
             and facts.kind is ChannelKind.TEXT
-            and new_chain
-            and not reply_continues
+            and routed.key == chain_key(facts.space, facts.channel_id, facts.message_id)
         ):
-            thread_id = await self._open_thread(facts, inbound.text)
+            thread_id = await self._open_thread(facts, routed.inbound.text)
             if thread_id is not None:
-                opened = to_inbound(facts, bot_id=bot_id, opened_thread=thread_id)
-                if opened is not None:
-                    return opened, ChannelSink(
-                        self._rest, self._pacer, thread_id, bot_wide=self._bot_wide
-                    )
-        return inbound, ChannelSink(
+                sink = ChannelSink(self._rest, self._pacer, thread_id, bot_wide=self._bot_wide)
+                return Prepared(sink, key=thread_key(facts.space, thread_id))
+        sink = ChannelSink(
             self._rest,
             self._pacer,
             facts.channel_id,
             reply_to=facts.message_id,
             bot_wide=self._bot_wide,
         )
+        return Prepared(sink)
 
     async def _open_thread(self, facts: DiscordMessage, text: str) -> str | None:
         """Open a public thread on the message (paced); None when Discord refuses."""
@@ -343,7 +298,7 @@ class DiscordChannel:
             is_direct=guild_id is None,
             event_id=f"interaction:{interaction.id}",
         )
-        self._spawn(
+        self._tasks.spawn(
             self._service.handle(inbound, InteractionSink(interaction)),
             name=f"discord:command:{interaction.id}",
         )

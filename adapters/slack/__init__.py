@@ -6,7 +6,6 @@ from adapters.slack.inbound import (
     SlackMessage,
     clean_text,
     parse_message,
-    should_answer,
     to_inbound,
     workspace_of,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "clean_text",
     "escape",
     "parse_message",
-    "should_answer",
     "to_inbound",
     "to_markdown_text",
     "to_mrkdwn",

@@ -110,23 +110,23 @@ def parse_message(
     )
 
 
-def should_answer(message: SlackMessage, *, in_conversation: bool, require_mention: bool) -> bool:
-    """DMs: always. Elsewhere: a mention, or a reply in a thread the bot already takes part in."""
-    if message.is_dm or message.mentioned:
-        return True
-    return message.thread_ts is not None and in_conversation and not require_mention
+def to_inbound(message: SlackMessage, *, require_mention: bool) -> Inbound:
+    """The Inbound of a message: the core answers DMs and mentions, and, unless mentions are
+    required, replies in a thread the bot already takes part in.
 
-
-def to_inbound(message: SlackMessage, *, author_name: str) -> Inbound:
-    """The Inbound of a message the bot answers."""
+    The author's display name is looked up after the core has routed the message; until then
+    it is the user id.
+    """
     return Inbound(
         key=message.key,
         message_id=message.ts,
         author_id=message.user,
-        author_name=author_name,
+        author_name=message.user,
         text=message.text,
         is_direct=message.is_dm,
         event_id=message.event_id,
+        addressed=message.is_dm or message.mentioned,
+        continues_thread=message.thread_ts is not None and not require_mention,
     )
 
 

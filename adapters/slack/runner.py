@@ -19,14 +19,15 @@ from adapters.slack.api import SlackApi, SlackGone
 from adapters.slack.inbound import (
     SlackMessage,
     parse_message,
-    should_answer,
     to_inbound,
     workspace_of,
 )
 from adapters.slack.sink import NativeAdmission, Scopes, SlackSink, SlackTarget
 from core.errors import ConfigError, SinkError
-from core.service import ChatService
+from core.routing import Accepted, Routed
+from core.service import ChatService, Prepared
 from core.streaming import Pacer, Priority
+from core.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ SUGGESTED_PROMPTS = (
     {"title": "Summarise", "message": "Summarise the key points of our discussion so far."},
 )
 ASSISTANT_TITLE = "Chat with threadline"
-_SEEN_LIMIT = 20_000
 _NAME_LIMIT = 20_000
 
 
@@ -55,29 +55,12 @@ class SlackConfig:
     http_path: str = "/slack/events"
 
 
-class _Seen:
-    """A bounded set of keys already dispatched (event ids, channel:ts of messages)."""
-
-    def __init__(self, limit: int = _SEEN_LIMIT) -> None:
-        self._keys: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def add(self, key: str) -> bool:
-        """Record `key`; False when it was already there."""
-        if key in self._keys:
-            return False
-        self._keys[key] = None
-        if len(self._keys) > self._limit:
-            self._keys.popitem(last=False)
-        return True
-
-
 class SlackChannel:
     """Receives Slack events (Socket Mode or HTTP), answers them through the ChatService.
 
-    Every event is acknowledged at once; the work runs in a tracked task. Each Slack message
-    is dispatched once per process (app_mention and message.* deliver it twice, Slack retries
-    deliver it again) and claimed once across processes by its `Inbound.event_id`.
+    Every event is acknowledged at once and each message handed to the core's accept step
+    before anything is awaited (which also drops the second copy that app_mention and
+    message.* deliver, and Slack's retries); the work runs in a tracked task.
     """
 
     def __init__(self, config: SlackConfig, service: ChatService, pacer: Pacer) -> None:
@@ -90,12 +73,10 @@ class SlackChannel:
         self.bot_id: str | None = None
         self.http_port: int | None = None
         self._api: SlackApi | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._seen_events = _Seen()
-        self._seen_messages = _Seen()
+        self._tasks = TaskSet("slack")
         self._names: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._name_lookups: dict[tuple[str, str], asyncio.Future[str]] = {}
-        self._ready = asyncio.Event()
+        self.ready = asyncio.Event()
 
     @property
     def api(self) -> SlackApi:
@@ -120,11 +101,7 @@ class SlackChannel:
                 else:
                     await self._http_mode()
             finally:
-                await self._stop_tasks()
-
-    async def wait_ready(self) -> None:
-        """Until the channel receives events."""
-        await self._ready.wait()
+                await self._tasks.cancel_all()
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -193,7 +170,7 @@ class SlackChannel:
             kind = envelope.get("type")
             if kind == "hello":
                 log.info("slack socket mode connected")
-                self._ready.set()
+                self.ready.set()
                 continue
             if kind == "disconnect":
                 log.info("slack asked to reconnect (%s)", envelope.get("reason"))
@@ -250,7 +227,7 @@ class SlackChannel:
                 self.http_port,
                 self.config.http_path,
             )
-            self._ready.set()
+            self.ready.set()
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
@@ -261,52 +238,24 @@ class SlackChannel:
         """Take one Events API payload: remember it, and start its work in a tracked task."""
         if payload.get("type") != "event_callback":
             return
-        event_id = str(payload.get("event_id") or "")
-        if event_id and not self._seen_events.add(event_id):
-            log.debug("slack event %s delivered again (retry %d); ignored", event_id, retry)
-            return
         event = payload.get("event") or {}
         kind = event.get("type")
         if kind == "assistant_thread_started":
-            self._spawn(self._assistant_thread_started(payload))
+            self._tasks.spawn(self._assistant_thread_started(payload))
             return
         if kind not in ("message", "app_mention"):
             return
         message = parse_message(payload, bot_user_id=self.bot_user_id, bot_id=self.bot_id)
         if message is None:
             return
-        if not self._seen_messages.add(message.event_id):
+        inbound = to_inbound(message, require_mention=self.config.require_mention)
+        accepted = self.service.accept(inbound)
+        if accepted is None:
             return  # the same message as app_mention and message.*, or redelivered
-        self._spawn(self._answer(message))
+        self._tasks.spawn(self._answer(message, accepted))
 
-    def _spawn(self, work: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _stop_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
-
-    async def _answer(self, message: SlackMessage) -> None:
-        try:
-            in_conversation = False
-            if (
-                not message.is_dm
-                and not message.mentioned
-                and message.thread_ts is not None
-                and not self.config.require_mention
-            ):
-                in_conversation = await self.service.has_conversation(message.key)
-            if not should_answer(
-                message,
-                in_conversation=in_conversation,
-                require_mention=self.config.require_mention,
-            ):
-                return
+    async def _answer(self, message: SlackMessage, accepted: Accepted) -> None:
+        async def prepare(routed: Routed) -> Prepared:
             name = message.user if message.is_dm else await self._author_name(message)
             target = SlackTarget(
                 space=message.space,
@@ -323,13 +272,11 @@ class SlackChannel:
                 admission=self.admission,
                 status_off=self.status_off,
             )
-            outcome = await self.service.handle(to_inbound(message, author_name=name), sink)
-            if outcome.skipped:
-                log.debug("slack message %s skipped: %s", message.event_id, outcome.skipped)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("slack message %s failed", message.event_id)
+            return Prepared(sink, author_name=name)
+
+        outcome = await self.service.answer(accepted, prepare)
+        if outcome.skipped:
+            log.debug("slack message %s skipped: %s", message.event_id, outcome.skipped)
 
     async def _author_name(self, message: SlackMessage) -> str:
         """The author's display name from users.info, cached per user (ids when it fails)."""

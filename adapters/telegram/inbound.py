@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from telegram import Message, MessageEntity
 
 from core.commands import COMMAND_HELP
-from core.conversation import ConversationKey, Inbound
-from core.service import RUNNING_THREAD
+from core.conversation import RUNNING_THREAD, ConversationKey, Inbound
 
 PLATFORM = "telegram"
 _PRIVATE = "private"
@@ -89,23 +88,24 @@ def addressed_to(message: Message, bot: BotIdentity) -> bool | None:
     return None
 
 
-def to_inbound(
-    message: Message, bot: BotIdentity, *, in_conversation: bool = False
-) -> Inbound | None:
+def to_inbound(message: Message, bot: BotIdentity) -> Inbound | None:
     """The Inbound for `message`, or None when the bot must not answer it.
 
-    `in_conversation`: the message replies to a message of a stored conversation (groups).
     Private chats are one running conversation; in groups the conversation is the reply chain,
     keyed by the message that started it (its own id here; a reply is routed by the core to
-    the chain of the message it replies to).
+    the chain of the message it replies to). A group message that is not addressed to the bot
+    but replies to someone else's message is answered only when that message belongs to one
+    of the bot's conversations, which the core decides (`continues_reply`).
     """
     if not is_candidate(message):
         return None
     private = message.chat.type == _PRIVATE
+    addressed = True
     if not private:
         verdict = addressed_to(message, bot)
-        if verdict is False or (verdict is None and not in_conversation):
+        if verdict is False:
             return None
+        addressed = verdict is True
     text = _clean_text(message, bot)
     if text is None or not text.strip():
         return None
@@ -122,6 +122,8 @@ def to_inbound(
         text=text.strip(),
         is_direct=private,
         reply_to=None if replied is None else str(replied.message_id),
+        addressed=addressed,
+        continues_reply=not addressed,
     )
 
 

@@ -7,32 +7,23 @@ import contextlib
 import hmac
 import logging
 import warnings
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from telegram import Bot, BotCommand, Message, Update
+from telegram import Bot, BotCommand, Update
 from telegram.error import BadRequest, InvalidToken, TelegramError
 from telegram.ext import Updater
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.telegram.inbound import (
-    BotIdentity,
-    addressed_to,
-    is_candidate,
-    reply_target,
-    scope_of,
-    to_inbound,
-    topic_of,
-)
+from adapters.telegram.inbound import BotIdentity, to_inbound, topic_of
 from adapters.telegram.sink import DraftSupport, Target, TelegramSink
 from core.commands import COMMAND_HELP
-from core.conversation import Inbound
 from core.errors import ConfigError
-from core.service import ChatService
+from core.routing import Accepted, Routed
+from core.service import ChatService, Prepared
+from core.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +51,8 @@ class WebhookConfig:
 class TelegramChannel:
     """Runs one Telegram bot until cancelled: receive updates, answer each chat concurrently.
 
-    Updates of different chats are handled at the same time; the updates of one chat are
-    turned into Inbounds in arrival order and handed to the service in that order (the
-    service keeps each conversation's order from there).
+    Every new message is handed to the core's accept step as it is taken from the update
+    queue, before anything is awaited; the core keeps each chat's and conversation's order.
     """
 
     def __init__(
@@ -97,8 +87,7 @@ class TelegramChannel:
         self._identity: BotIdentity | None = None
         self._drafts = DraftSupport()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._intakes: dict[int, asyncio.Queue[Message]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("telegram")
         self._site_port: int | None = None
         self.ready = asyncio.Event()
 
@@ -235,77 +224,34 @@ class TelegramChannel:
                 self._dispatch(update)
 
     def _dispatch(self, update: Update) -> None:
-        """Queue a new message for its chat's intake; edits and other updates are ignored."""
+        """Hand a new message to the core at once (its place in order is fixed here)."""
         message = update.message
-        if message is None or not is_candidate(message):
-            return
-        chat = message.chat.id
-        intake = self._intakes.get(chat)
-        if intake is None:
-            intake = self._intakes[chat] = asyncio.Queue()
-            self._spawn(self._intake(chat, intake))
-        intake.put_nowait(message)
-
-    async def _intake(self, chat: int, intake: asyncio.Queue[Message]) -> None:
-        """Turn one chat's messages into Inbounds in order; each answer runs as its own task."""
-        try:
-            while True:
-                try:
-                    message = intake.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    await self._accept(message)
-                except Exception:
-                    log.exception("could not handle Telegram message %s", message.message_id)
-        finally:
-            if self._intakes.get(chat) is intake:
-                del self._intakes[chat]
-
-    async def _accept(self, message: Message) -> None:
         identity = self._identity
-        assert identity is not None
-        in_conversation = False
-        if message.chat.type != "private" and addressed_to(message, identity) is None:
-            in_conversation = await self._continues(message)
-        inbound = to_inbound(message, identity, in_conversation=in_conversation)
+        if message is None or identity is None:
+            return  # edits and other updates are ignored
+        inbound = to_inbound(message, identity)
         if inbound is None:
             return
-        private = inbound.is_direct
+        accepted = self._service.accept(inbound)
+        if accepted is None:
+            return
         target = Target(
             chat_id=message.chat.id,
-            private=private,
+            private=inbound.is_direct,
             thread_id=topic_of(message),
-            reply_to=None if private else message.message_id,
+            reply_to=None if inbound.is_direct else message.message_id,
         )
         sink = TelegramSink(self._bot, target, identity.id, self._drafts)
-        self._spawn(self._answer(inbound, sink))
+        self._tasks.spawn(self._answer(accepted, sink), name=f"telegram:{message.message_id}")
 
-    async def _continues(self, message: Message) -> bool:
-        """Whether `message` replies to a message of a stored conversation."""
-        replied = reply_target(message)
-        if replied is None:
-            return False
-        space, channel = scope_of(message)
-        try:
-            key = await self._service.conversation_of(
-                "telegram", str(replied.message_id), space=space, channel=channel
-            )
-        except Exception:
-            log.exception("could not look up the conversation of a reply")
-            return False
-        return key is not None
+    async def _answer(self, accepted: Accepted, sink: TelegramSink) -> None:
+        async def prepare(routed: Routed) -> Prepared:
+            return Prepared(sink)
 
-    async def _answer(self, inbound: Inbound, sink: TelegramSink) -> None:
-        outcome = await self._service.handle(inbound, sink)
+        outcome = await self._service.answer(accepted, prepare)
         for result in outcome.results:
             if result.error is not None:
                 log.info("answer in chat %s ended early: %s", sink.target.chat_id, result.error)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- shutdown ------------------------------------------------------------------------
 
@@ -319,10 +265,6 @@ class TelegramChannel:
                 if updater.running:
                     await updater.stop()
                 await updater.shutdown()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         with contextlib.suppress(Exception):
             await self._bot.shutdown()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
@@ -28,6 +28,19 @@ ID_CACHE_SIZE = 10_000
 
 _ROLES = {role.value: role for role in Role}
 _STATUSES = {status.value: status for status in TurnStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """A conversation started as a copy of another up to one turn, with its settings."""
+
+    key: ConversationKey
+    source: ConversationKey
+    upto_turn_id: int
+    since_turn: int = 0
+    limit: int = 200
+    params: Mapping[str, Any] | None = None
+    running: ConversationKey | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,20 +380,54 @@ class HistoryStore:
         cached = self._cached_id(key)
 
         def work(connection: Connection) -> int:
-            # Touching the row locks it until commit (and SQLite holds the write lock).
-            conversation_id, current = self._touch_conversation(connection, key, cached, now)
-            meta = _load_meta(current)
-            for name, value in values.items():
-                if value is None:
-                    meta.pop(name, None)
-                else:
-                    meta[name] = value
-            text = json.dumps(meta, sort_keys=True)
-            connection.execute(sql.SET_META, {"cid": conversation_id, "meta": text, "now": now})
-            return conversation_id
+            return self._merge_meta(connection, key, cached, values, now)
 
         conversation_id = await self._run("updating conversation settings", "write", work)
         self._remember(key, conversation_id)
+
+    # -- branches -------------------------------------------------------------------------
+
+    async def start_branch(self, branch: Branch, *, claim: tuple[str, str]) -> bool:
+        """Start `branch` in one transaction: claim the event, copy the turns, set the meta.
+
+        The branch gets `source`'s turns after `since_turn` up to `upto_turn_id` (the newest
+        `limit`, without platform message ids), `params` and a note of where it came from; with
+        `running`, that running conversation follows the branch from now on. Returns False, and
+        writes nothing, when the event was claimed before; a failure writes nothing either, so
+        the event stays unclaimed and its redelivery starts the branch afresh.
+        """
+        now = _now()
+        claim_params = {"platform": claim[0], "event_id": claim[1], "now": now}
+        statement, parse = self._newest[True, True, False]
+        params: dict[str, Any] = sql.key_params(branch.source)
+        params.update(limit=branch.limit, upto=branch.upto_turn_id)
+        meta: dict[str, Any] = {
+            "branch_of": branch.source.thread,
+            "branch_upto": branch.upto_turn_id,
+        }
+        if branch.params:
+            meta["params"] = dict(branch.params)
+
+        def work(connection: Connection) -> int | None:
+            if connection.execute(self._claim, claim_params).scalar_one_or_none() is None:
+                return None
+            turns, _ = parse(connection.execute(statement, params))
+            conversation_id, _ = self._touch_conversation(connection, branch.key, None, now)
+            for turn in turns:
+                if turn.id is not None and turn.id > branch.since_turn:
+                    copy = replace(turn, id=None, platform_message_ids=())
+                    self._append(connection, branch.key, conversation_id, copy, now)
+            self._merge_meta(connection, branch.key, conversation_id, meta, now)
+            if branch.running is not None:
+                values = {"current_thread": branch.key.thread}
+                self._merge_meta(connection, branch.running, None, values, now)
+            return conversation_id
+
+        conversation_id = await self._run("starting a branch", "write", work)
+        if conversation_id is None:
+            return False
+        self._remember(branch.key, conversation_id)
+        return True
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -431,6 +478,27 @@ class HistoryStore:
         params["now"] = now
         row = connection.execute(self._upsert, params).one()
         return int(row[0]), row[1]
+
+    def _merge_meta(
+        self,
+        connection: Connection,
+        key: ConversationKey,
+        cached: int | None,
+        values: Mapping[str, Any],
+        now: datetime,
+    ) -> int:
+        """Merge `values` into `key`'s meta (None removes a key); returns the conversation id."""
+        # Touching the row locks it until commit (and SQLite holds the write lock).
+        conversation_id, current = self._touch_conversation(connection, key, cached, now)
+        meta = _load_meta(current)
+        for name, value in values.items():
+            if value is None:
+                meta.pop(name, None)
+            else:
+                meta[name] = value
+        text = json.dumps(meta, sort_keys=True)
+        connection.execute(sql.SET_META, {"cid": conversation_id, "meta": text, "now": now})
+        return conversation_id
 
     def _append(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -16,7 +16,8 @@ from core.context import TokenCounter
 from core.conversation import ConversationKey, Inbound, Role, TurnStatus
 from core.errors import SinkGone
 from core.llm import ChatCompletionsClient, ChatParams, LLMEndpoint
-from core.service import ChatService, ServiceConfig
+from core.routing import Routed
+from core.service import ChatService, Prepare, Prepared, ServiceConfig
 from core.store import HistoryStore
 from core.streaming import Pacer, PaceScope, SinkLimits, StreamDriver, WriteKind
 from tests.fakes.budget_sink import Budget, BudgetSink, Platform
@@ -537,18 +538,120 @@ async def test_names_in_other_scripts_stay_apart(rig: Rig) -> None:
     assert "U1" not in names[0]
 
 
-async def test_adapters_can_ask_whether_the_bot_is_in_a_conversation(rig: Rig) -> None:
-    key = ConversationKey("test", "space", "chan", "rootA")
-    assert not await rig.service.has_conversation(key)
+async def test_unaddressed_messages_are_answered_only_where_they_continue_a_conversation(
+    rig: Rig,
+) -> None:
+    def unaddressed(text: str, **kwargs: object) -> Inbound:
+        return replace(rig.inbound(text, **kwargs), addressed=False)  # type: ignore[arg-type]
+
+    in_thread = replace(unaddressed("chatter", thread="rootA"), continues_thread=True)
+    assert (await rig.service.handle(in_thread, rig.sink())).skipped is not None
     sink = rig.sink()
-    inbound = rig.inbound("hello", thread="rootA")
-    await rig.service.handle(inbound, sink)
-    assert await rig.service.has_conversation(key)
-    assert not await rig.service.has_conversation(ConversationKey("test", "space", "chan", "x"))
-    for message_id in (inbound.message_id, sink.message_ids[0]):
-        assert (
-            await rig.service.conversation_of("test", message_id, space="space", channel="chan")
-            == key
+    first = rig.inbound("hello", thread="rootA")
+    assert (await rig.service.handle(first, sink)).status is TurnStatus.COMPLETE
+    joined = replace(unaddressed("more", thread="rootA"), continues_thread=True)
+    assert (await rig.service.handle(joined, rig.sink())).key == first.key
+    # a thread the bot is not in, and a message that may not join threads, stay unanswered
+    elsewhere = replace(unaddressed("hi", thread="other"), continues_thread=True)
+    assert (await rig.service.handle(elsewhere, rig.sink())).skipped is not None
+    assert (await rig.service.handle(unaddressed("x", thread="rootA"), rig.sink())).skipped
+    # a reply to the bot's answer continues its conversation; a reply to anything else does not
+    for replied, answered in ((sink.message_ids[0], True), ("unknown", False)):
+        reply = replace(
+            unaddressed("and then?", thread="new", reply_to=replied), continues_reply=True
         )
-    assert await rig.service.conversation_of("test", "unknown") is None
-    assert await rig.service.conversation_of("test", inbound.message_id, channel="other") is None
+        outcome = await rig.service.handle(reply, rig.sink())
+        assert (outcome.key == first.key) is answered
+        assert (outcome.skipped is None) is answered
+
+
+async def test_a_branch_that_fails_to_start_leaves_nothing_behind_and_its_redelivery_works(
+    rig: Rig,
+) -> None:
+    from sqlalchemy import text
+
+    sinks = [rig.sink() for _ in range(3)]
+    for word, sink in zip(("alpha", "beta", "gamma"), sinks, strict=True):
+        await rig.service.handle(rig.inbound(word, thread="", direct=True), sink)
+    main = await rig.store.recent(ConversationKey("test", "space", "chan", "main"), limit=1)
+    async with rig.store.engine.begin() as connection:
+        cid = (
+            await connection.execute(
+                text("SELECT conversation_id FROM messages WHERE id = :id"), {"id": main[0].id}
+            )
+        ).scalar_one()
+        # the database refuses the copy of the second turn into any other conversation
+        await connection.execute(
+            text(
+                "CREATE TRIGGER refuse_copy BEFORE INSERT ON messages "
+                f"WHEN NEW.content = 'echo: alpha' AND NEW.conversation_id != {cid} "
+                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+            )
+        )
+    reply = rig.inbound(
+        "back to alpha",
+        thread="",
+        direct=True,
+        reply_to=sinks[0].message_ids[0],
+        event_id="ev-branch",
+    )
+    failed = await rig.service.handle(reply, rig.sink())
+    assert failed.error is not None
+    async with rig.store.engine.begin() as connection:
+        copied = await connection.execute(
+            text("SELECT count(*) FROM messages WHERE conversation_id != :cid"), {"cid": cid}
+        )
+        assert copied.scalar_one() == 0  # no half-copied branch
+        await connection.execute(text("DROP TRIGGER refuse_copy"))
+    meta = await rig.store.get_meta(ConversationKey("test", "space", "chan", ""))
+    assert meta.get("current_thread", "main") == "main"  # the chat still follows main
+    again = await rig.service.handle(reply, rig.sink())  # the platform redelivers the event
+    assert again.status is TurnStatus.COMPLETE
+    assert rig.sent_messages()[1:] == [
+        ("user", "alpha"),
+        ("assistant", "echo: alpha"),
+        ("user", "back to alpha"),
+    ]
+
+
+async def test_accept_holds_an_event_so_its_second_delivery_is_dropped_at_once(rig: Rig) -> None:
+    inbound = rig.inbound("once", event_id="ev-twice")
+    first = rig.service.accept(inbound)
+    assert first is not None
+    assert rig.service.accept(inbound) is None  # the twin, before anything was awaited
+    sink = rig.sink()
+
+    async def prepare(routed: Routed) -> Prepared:
+        return Prepared(sink)
+
+    assert (await rig.service.answer(first, prepare)).status is TurnStatus.COMPLETE
+    later = rig.service.accept(inbound)  # redelivered after the answer: the store's claim
+    assert later is not None
+    assert (await rig.service.answer(later, prepare)).skipped == "duplicate"
+    assert len(rig.llm.chat_requests) == 1
+
+
+async def test_messages_keep_the_order_they_were_accepted_in_whatever_prepare_awaits(
+    rig: Rig,
+) -> None:
+    slow, fast = rig.inbound("first"), rig.inbound("second")
+    accepted = [rig.service.accept(slow), rig.service.accept(fast)]
+
+    def preparing(delay: float) -> Prepare:
+        async def prepare(routed: Routed) -> Prepared:
+            await asyncio.sleep(delay)  # a slow author-name look-up, say
+            return Prepared(rig.sink())
+
+        return prepare
+
+    await asyncio.gather(
+        *(
+            rig.service.answer(one, preparing(delay))
+            for one, delay in zip(accepted, (0.3, 0.0), strict=True)
+            if one is not None
+        )
+    )
+    assert [r.json["messages"][-1]["content"] for r in rig.llm.chat_requests] == [
+        "first",
+        "second",
+    ]

@@ -167,6 +167,7 @@ class FakeSlack(Served):
         self.bot_id = bot_id
         self.tiers = dict(DEFAULT_TIERS if tiers is None else tiers)
         self.users = dict(users or {})
+        self.users_info_delay: dict[str, float] = {}  # user id -> seconds users.info takes
         # switches
         self.native_streaming = True  # False: chat.startStream fails (feature not enabled)
         self.stream_ttl: float | None = None  # seconds a stream lives before it expires
@@ -449,6 +450,8 @@ class FakeSlack(Served):
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
             if handler is None:
                 raise SlackError("unknown_method")
+            if method == "users.info":
+                await asyncio.sleep(self.users_info_delay.get(str(args.get("user")), 0.0))
             result = handler(args)
         except SlackError as exc:
             call.status, call.error = exc.status, exc.error

@@ -13,8 +13,7 @@ from adapters.discord.inbound import (
     thread_key,
     to_inbound,
 )
-from core.conversation import Attachment
-from core.service import RUNNING_THREAD
+from core.conversation import RUNNING_THREAD, Attachment
 
 BOT = "100"
 GUILD = "200"
@@ -51,10 +50,10 @@ def test_unmentioned_channel_messages_are_ignored_unless_they_continue_a_chain()
     plain = message(content="hello", mentions={})
     assert to_inbound(plain, bot_id=BOT) is None
     reply = replace(plain, reference_id="499")
-    assert to_inbound(reply, bot_id=BOT) is None
-    inbound = to_inbound(reply, bot_id=BOT, reply_continues=True)
+    inbound = to_inbound(reply, bot_id=BOT)
     assert inbound is not None and inbound.reply_to == "499"
-    assert to_inbound(reply, bot_id=BOT, reply_continues=True, require_mention=True) is None
+    assert not inbound.addressed and inbound.continues_reply  # the core decides
+    assert to_inbound(reply, bot_id=BOT, require_mention=True) is None
 
 
 def test_everyone_and_role_mentions_do_not_count_as_mentioning_the_bot() -> None:
@@ -63,19 +62,12 @@ def test_everyone_and_role_mentions_do_not_count_as_mentioning_the_bot() -> None
 
 def test_threads_are_one_conversation_answered_once_the_bot_takes_part() -> None:
     in_thread = message(kind=ChannelKind.THREAD, channel_id=THREAD, content="more", mentions={})
-    assert to_inbound(in_thread, bot_id=BOT) is None
-    inbound = to_inbound(in_thread, bot_id=BOT, thread_active=True)
+    inbound = to_inbound(in_thread, bot_id=BOT)
     assert inbound is not None and inbound.key == thread_key(GUILD, THREAD)
-    assert to_inbound(in_thread, bot_id=BOT, thread_active=True, require_mention=True) is None
+    assert not inbound.addressed and inbound.continues_thread  # the core decides
+    assert to_inbound(in_thread, bot_id=BOT, require_mention=True) is None
     mentioned = to_inbound(message(kind=ChannelKind.THREAD, channel_id=THREAD), bot_id=BOT)
     assert mentioned is not None and mentioned.key == thread_key(GUILD, THREAD)
-
-
-def test_an_opened_thread_keys_the_conversation_to_the_thread() -> None:
-    inbound = to_inbound(message(), bot_id=BOT, opened_thread="500")
-    assert inbound is not None
-    assert inbound.key == thread_key(GUILD, "500")
-    assert inbound.reply_to is None
 
 
 def test_dms_are_the_running_conversation_and_replies_route_through_core() -> None:

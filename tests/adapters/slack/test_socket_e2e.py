@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -415,3 +416,29 @@ async def test_a_refused_bot_token_stops_the_service_with_a_clear_error(
     assert code != 0
     assert "SLACK_BOT_TOKEN: Slack refused it (invalid_auth)" in service.output
     assert "xoxb-revoked-token-999" not in service.output
+
+
+async def test_two_messages_50ms_apart_are_answered_in_order_despite_a_slow_users_info(
+    tmp_path: Path, slack: FakeSlack, fake_llm: FakeOpenAI
+) -> None:
+    slack.users_info_delay["U1"] = 1.0  # the first author's name takes a second to look up
+    async with ThreadlineProcess(tmp_path, slack_env(slack, fake_llm, tmp_path)) as service:
+        await connected(service, slack)
+        root = slack.message("C1", mention(slack, "start"), user="U3")
+        await slack.send_event(root)
+        await answered(service, slack, "C1", root["ts"], "echo: start")
+        first = slack.message("C1", mention(slack, "first"), user="U1", thread_ts=root["ts"])
+        second = slack.message("C1", mention(slack, "second"), user="U2", thread_ts=root["ts"])
+        await slack.send_event(first)
+        await asyncio.sleep(0.05)
+        await slack.send_event(second)
+        await answered(service, slack, "C1", root["ts"], "echo: startecho: firstecho: second")
+    assert len(fake_llm.chat_requests) == 3
+    last = fake_llm.chat_requests[2].json["messages"]
+    assert [(m["content"], m.get("name")) for m in last[1:]] == [
+        ("start", "Alan_Turing"),
+        ("echo: start", None),
+        ("first", "Ada_Lovelace"),
+        ("echo: first", None),
+        ("second", "Grace_Hopper"),
+    ]

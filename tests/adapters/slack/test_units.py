@@ -15,7 +15,6 @@ from adapters.slack import (
     SlackSink,
     SlackTarget,
     parse_message,
-    should_answer,
     to_inbound,
     to_markdown_text,
     to_mrkdwn,
@@ -84,8 +83,8 @@ def test_parse_message_keys_threads_and_workspaces() -> None:
     assert grid is not None and grid.space == "E1:T1"
     mention = parse_message(_body({**event, "type": "app_mention"}), bot_user_id="UB")
     assert mention is not None and mention.event_id == message.event_id  # one id, two events
-    inbound = to_inbound(message, author_name="Ada")
-    assert inbound.event_id == "C1:2.0" and inbound.author_name == "Ada"
+    inbound = to_inbound(message, require_mention=False)
+    assert inbound.event_id == "C1:2.0" and inbound.author_name == "U1"
     shared = parse_message(_body({**event, "user_team": "T2"}), bot_user_id="UB")
     assert shared is not None and (shared.space, shared.user_team) == ("T1", "T2")
 
@@ -114,11 +113,12 @@ def test_who_gets_answered() -> None:
     reply = parse_message(_body({**base, "channel": "C1", "thread_ts": "1.0"}), bot_user_id="UB")
     top = parse_message(_body({**base, "channel": "C1"}), bot_user_id="UB")
     assert dm is not None and reply is not None and top is not None
-    assert should_answer(dm, in_conversation=False, require_mention=True)
-    assert should_answer(reply, in_conversation=True, require_mention=False)
-    assert not should_answer(reply, in_conversation=True, require_mention=True)
-    assert not should_answer(reply, in_conversation=False, require_mention=False)
-    assert not should_answer(top, in_conversation=True, require_mention=False)
+    assert to_inbound(dm, require_mention=True).addressed
+    unmentioned = to_inbound(reply, require_mention=False)
+    assert not unmentioned.addressed and unmentioned.continues_thread  # the core decides
+    assert not to_inbound(reply, require_mention=True).continues_thread
+    top_level = to_inbound(top, require_mention=False)
+    assert not top_level.addressed and not top_level.continues_thread
 
 
 def test_settled_prefix_never_includes_display_closers() -> None:

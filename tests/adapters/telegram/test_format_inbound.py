@@ -11,7 +11,7 @@ from telegram import Message
 from adapters.telegram import BotIdentity, render, rendered_length, to_inbound
 from adapters.telegram.format import MAX_ENTITIES, clean_entities
 from adapters.telegram.inbound import addressed_to
-from core.service import RUNNING_THREAD
+from core.conversation import RUNNING_THREAD
 from core.streaming import split_final, visible_preview
 from tests.fakes.random_markdown import random_markdown
 from tests.fakes.telegram_server import ApiError, FakeTelegram, utf16_len
@@ -138,9 +138,9 @@ def test_group_messages_need_a_mention_a_command_or_a_reply() -> None:
     first = tg.send(group, bob, "a question", deliver=False)
     reply = _message(tg, group, bob, "a reply", reply_to=first)
     assert addressed_to(reply, BOT) is None
-    assert to_inbound(reply, BOT) is None
-    continued = to_inbound(reply, BOT, in_conversation=True)
+    continued = to_inbound(reply, BOT)
     assert continued is not None and continued.reply_to == str(first)
+    assert not continued.addressed and continued.continues_reply  # the core decides
     bot_said = {"id": BOT.id, "is_bot": True, "first_name": "Threadline"}
     other_bot = {"id": 99, "is_bot": True, "first_name": "Other"}
     answer = tg.send(group, bot_said, "an answer", deliver=False)

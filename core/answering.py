@@ -1,0 +1,285 @@
+"""Answering: store the user turn, stream the model's answer to the sink, store the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.context import TokenCounter, Window, build_window
+from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
+from core.conversation_params import effective_params
+from core.errors import LLMError, StoreError
+from core.llm import (
+    ChatCompletionsClient,
+    ChatParams,
+    ChatRequest,
+    ChoiceFinished,
+    ContentDelta,
+    UsageReport,
+    pseudonymize_user,
+    sanitize_name,
+)
+from core.outcome import Outcome, ServiceConfig
+from core.store import HistoryStore
+from core.streaming import ReplySink, ReplyStream, StreamDriver, finish_text
+
+log = logging.getLogger(__name__)
+
+TRUNCATION_NOTE = (
+    "_Older messages of this conversation no longer fit the model's context window, "
+    "so I left them out._"
+)
+EMPTY_NOTE = "_(The model returned an empty answer.)_"
+FINISH_NOTES: dict[str, str] = {
+    "length": "⚠️ _The answer was cut off: it reached the length limit._",
+    "content_filter": "⚠️ _The answer was stopped by the provider's content filter._",
+}
+
+
+@dataclass(slots=True)
+class _Answer:
+    """The state of one answer while it streams: text, finish reason and stream per choice."""
+
+    choices: int
+    streams: dict[int, ReplyStream] = field(default_factory=dict)
+    texts: dict[int, str] = field(default_factory=dict)
+    finish: dict[int, str] = field(default_factory=dict)
+    usage: UsageReport | None = None
+    error: BaseException | None = None
+
+    def status(self) -> TurnStatus:
+        """Complete when choice 0 finished without error; partial with text; else failed."""
+        if self.error is None and self.finish.get(0) is not None:
+            return TurnStatus.COMPLETE
+        return TurnStatus.PARTIAL if self.texts.get(0) else TurnStatus.FAILED
+
+    def final_text(self, index: int, notes_before: list[str]) -> str:
+        """What choice `index` finally shows: its text and any notes on how it ended."""
+        text = self.texts.get(index, "")
+        notes = list(notes_before)
+        reason = self.finish.get(index)
+        if reason in FINISH_NOTES:
+            notes.append(FINISH_NOTES[reason])
+        if self.error is not None:
+            notes.append(error_note(self.error, has_text=bool(text)))
+        elif not text.strip():
+            notes.append(EMPTY_NOTE)
+        # Close an open code block or emphasis first, so the notes are not shown inside it.
+        shown = finish_text(_labelled(text, index, self.choices)) if text else ""
+        return "\n\n".join(part for part in (shown, *notes) if part)
+
+
+class Answerer:
+    """Answers one message in its conversation: the LLM stream shown on a sink, then stored."""
+
+    def __init__(
+        self,
+        *,
+        store: HistoryStore,
+        llm: ChatCompletionsClient,
+        driver: StreamDriver,
+        counter: TokenCounter,
+        config: ServiceConfig,
+    ) -> None:
+        self._store = store
+        self._llm = llm
+        self._driver = driver
+        self._counter = counter
+        self._config = config
+        self._alias_key = config.user_hash_key or secrets.token_bytes(32)
+
+    async def answer(
+        self,
+        inbound: Inbound,
+        key: ConversationKey,
+        sink: ReplySink,
+        outcome: Outcome,
+        *,
+        claim: tuple[str, str] | None,
+    ) -> None:
+        """Store the user turn, stream the model's answer into the sink, store the answer.
+
+        `claim`: the event to claim in the transaction that stores the user turn (None when it
+        was claimed before); a duplicate is reported in `outcome.skipped` and not answered.
+        """
+        user_turn = Turn(
+            role=Role.USER,
+            content=inbound.text,
+            author_id=inbound.author_id,
+            author_name=inbound.author_name,
+            platform_message_ids=(inbound.message_id,),
+            token_count=self._stored_count(inbound.text, self._config.params.model),
+        )
+        loaded = await self._store.append_and_load(
+            key,
+            user_turn,
+            limit=self._config.history_turns,
+            platform_message_ids=False,
+            claim=claim,
+        )
+        if loaded is None:
+            outcome.skipped = "duplicate"
+            return
+        meta = loaded.meta
+        params = effective_params(self._config.params, meta)
+        window = self._window(inbound, loaded.turns, meta, params)
+        notes_before: list[str] = []
+        if window.dropped and not meta.get("truncation_noted"):
+            notes_before.append(TRUNCATION_NOTE)
+            await self._store.update_meta(key, truncation_noted=True)
+        if self._config.user_hash_key is not None:
+            params = params.with_overrides(
+                user=pseudonymize_user(self._config.user_hash_key, key.platform, inbound.author_id)
+            )
+        answer = _Answer(choices=params.n or 1)
+        try:
+            await self._stream(ChatRequest(tuple(window.messages), params), sink, answer)
+            for index, stream in answer.streams.items():
+                final = answer.final_text(index, notes_before if index == 0 else [])
+                outcome.results.append(await stream.finish(final))
+        except asyncio.CancelledError:
+            # Shutting down: keep what the model said so far, and close what the user sees
+            # with a note if that takes no longer than the shutdown grace.
+            if answer.finish.get(0) is None:
+                answer.error = answer.error or asyncio.CancelledError()
+            await asyncio.shield(self._close_on_shutdown(answer, notes_before, outcome))
+            await asyncio.shield(self._store_answer(key, answer, outcome, params.model))
+            raise
+        if answer.usage is not None:
+            self._counter.calibrate(params.model, window.prompt_tokens, answer.usage.prompt_tokens)
+        try:
+            await self._store_answer(key, answer, outcome, params.model)
+        except StoreError:
+            # The user has the answer; only its copy in the history is missing.
+            log.exception("could not store the answer in %s", key)
+            outcome.stored = False
+
+    async def _close_on_shutdown(
+        self, answer: _Answer, notes_before: list[str], outcome: Outcome
+    ) -> None:
+        """Finish every stream of an interrupted answer within the grace; abort the rest."""
+
+        async def close(index: int, stream: ReplyStream) -> None:
+            final = answer.final_text(index, notes_before if index == 0 else [])
+            try:
+                async with asyncio.timeout(self._config.shutdown_grace):
+                    await stream.finish(final)
+            except TimeoutError:
+                await stream.abort()
+
+        await asyncio.gather(*(close(i, s) for i, s in answer.streams.items()))
+        outcome.results = [stream.result() for stream in answer.streams.values()]
+
+    def _window(
+        self, inbound: Inbound, turns: list[Turn], meta: Mapping[str, Any], params: ChatParams
+    ) -> Window:
+        """The messages to send: system prompt and the newest turns since /new that fit."""
+        since = int(meta.get("since_turn", 0))
+        current = turns[-1]
+        prior = [t for t in turns[:-1] if t.id is not None and t.id > since]
+        return build_window(
+            self._config.system_prompt,
+            prior,
+            current,
+            context_tokens=self._config.context_window,
+            reply_tokens=self._reply_budget(params),
+            counter=self._counter,
+            model=params.model,
+            name_for=self._name_for(inbound),
+        )
+
+    async def _stream(self, request: ChatRequest, sink: ReplySink, answer: _Answer) -> None:
+        """Feed the model's deltas to one reply stream per choice; record how it ended."""
+        answer.streams[0] = self._driver.open(sink)
+        await answer.streams[0].start()
+        try:
+            async for event in self._llm.stream(request):
+                if isinstance(event, ContentDelta):
+                    text = answer.texts[event.choice] = answer.texts.get(event.choice, "") + (
+                        event.text
+                    )
+                    stream = answer.streams.get(event.choice)
+                    if stream is None:
+                        stream = answer.streams[event.choice] = self._driver.open(sink)
+                        await stream.start()
+                    stream.update(_labelled(text, event.choice, answer.choices))
+                elif isinstance(event, ChoiceFinished):
+                    answer.finish[event.choice] = event.reason
+                elif isinstance(event, UsageReport):
+                    answer.usage = event
+        except LLMError as exc:
+            answer.error = exc
+            log.warning("LLM call failed: %s", exc)
+        except Exception as exc:
+            answer.error = exc
+            log.exception("answer stream failed")
+
+    async def _store_answer(
+        self, key: ConversationKey, answer: _Answer, outcome: Outcome, model: str
+    ) -> None:
+        """Persist choice 0 as the assistant turn (complete, partial or failed)."""
+        text, status = answer.texts.get(0, ""), answer.status()
+        outcome.text, outcome.status = text, status
+        outcome.finish_reason = answer.finish.get(0)
+        outcome.error = type(answer.error).__name__ if answer.error else None
+        message_ids = tuple(mid for result in outcome.results for mid in result.message_ids)
+        await self._store.append(
+            key,
+            Turn(
+                role=Role.ASSISTANT,
+                content=text,
+                status=status,
+                platform_message_ids=message_ids,
+                token_count=self._stored_count(text, model),
+            ),
+        )
+
+    def _stored_count(self, text: str, model: str) -> int | None:
+        """A turn's token count worth storing: exact counts only, so estimates stay calibrated."""
+        return self._counter.count(text, model) if self._counter.is_exact(model) else None
+
+    def _reply_budget(self, params: ChatParams) -> int:
+        return params.max_completion_tokens or params.max_tokens or self._config.reply_tokens
+
+    def _name_for(self, inbound: Inbound) -> Callable[[Turn], str | None]:
+        """In group chats each user turn is named after its author, so speakers stay apart.
+
+        A display name with nothing usable left (a script we cannot transliterate) falls back
+        to a keyed alias of the author id, which only needs to be stable within one request.
+        """
+        if inbound.is_direct:
+            return lambda turn: None
+        platform = inbound.key.platform
+
+        def name(turn: Turn) -> str | None:
+            if turn.role is not Role.USER:
+                return None
+            readable = sanitize_name(turn.author_name)
+            if readable is not None or turn.author_id is None:
+                return readable
+            return pseudonymize_user(self._alias_key, platform, turn.author_id)
+
+        return name
+
+
+def _labelled(text: str, index: int, choices: int) -> str:
+    return f"**Answer {index + 1} of {choices}**\n\n{text}" if choices > 1 else text
+
+
+def error_note(error: BaseException, *, has_text: bool) -> str:
+    if isinstance(error, LLMError):
+        note = error.user_note
+    elif isinstance(error, asyncio.CancelledError):
+        note = "the assistant was restarted"
+    else:
+        note = "something went wrong on my side"
+    if has_text:
+        return f"⚠️ _The answer stopped early: {note}._"
+    return f"⚠️ Sorry, {note}. Please try again in a moment."
+
+
+__all__ = ["Answerer", "error_note"]
