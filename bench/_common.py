@@ -127,6 +127,10 @@ class CountingSink:
     def limits(self) -> SinkLimits:
         return self._limits
 
+    def describe(self) -> dict[str, str]:
+        """Like every platform's sink: its answers are saved as they stream (crash recovery)."""
+        return {"sink": "counting"}
+
     async def show_typing(self) -> None:
         self.typing += 1
 

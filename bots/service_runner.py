@@ -31,6 +31,8 @@ CHANNEL_MODULES: dict[str, str] = {
     "discord": "bots.discord_bot",
 }
 CHANNELS: dict[str, ChannelRunner] = {}
+RECOVERY_INTERVAL = 5.0
+"""Seconds between looks for answers a dead process left streaming."""
 
 
 def channel_runner(name: str) -> ChannelRunner | None:
@@ -104,6 +106,8 @@ async def _run_on_task_group(
             tasks.append(
                 group.create_task(prune_events_forever(runtime.store), name="prune-events")
             )
+            recovery = runtime.service.recovery.run_forever(RECOVERY_INTERVAL)
+            tasks.append(group.create_task(recovery, name="recover-answers"))
             log.info("running channels: %s", ", ".join(runners))
             await stop.wait()
             log.info("stopping")

@@ -113,6 +113,8 @@ def service_config(settings: Settings) -> ServiceConfig:
         reply_tokens=settings.reply_tokens,
         history_turns=settings.history_turns,
         user_hash_key=user_hash_key(settings),
+        save_interval=settings.save_interval,
+        stale_after=settings.stale_after,
     )
 
 

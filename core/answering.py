@@ -13,6 +13,7 @@ from core.context import TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
 from core.conversation_params import effective_params
 from core.errors import LLMError, StoreError
+from core.journal import AnswerJournal
 from core.llm import (
     ChatCompletionsClient,
     ChatParams,
@@ -25,7 +26,7 @@ from core.llm import (
 )
 from core.outcome import Outcome, ServiceConfig
 from core.store import HistoryStore
-from core.streaming import ReplySink, ReplyStream, StreamDriver, finish_text
+from core.streaming import ReplySink, ReplyStream, ResumableSink, StreamDriver, finish_text
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,30 @@ class Answerer:
                 user=pseudonymize_user(self._config.user_hash_key, key.platform, inbound.author_id)
             )
         answer = _Answer(choices=params.n or 1)
+        journal = self._journal(key, sink)
         try:
-            await self._stream(ChatRequest(tuple(window.messages), params), sink, answer)
+            await self._stream_and_store(
+                key, params, window, notes_before, sink, answer, outcome, journal
+            )
+        finally:
+            if journal is not None:
+                await journal.close()
+
+    async def _stream_and_store(
+        self,
+        key: ConversationKey,
+        params: ChatParams,
+        window: Window,
+        notes_before: list[str],
+        sink: ReplySink,
+        answer: _Answer,
+        outcome: Outcome,
+        journal: AnswerJournal | None,
+    ) -> None:
+        """Stream every choice into the sink, finish each, and store choice 0."""
+        try:
+            request = ChatRequest(tuple(window.messages), params)
+            await self._stream(request, sink, answer, journal)
             for index, stream in answer.streams.items():
                 final = answer.final_text(index, notes_before if index == 0 else [])
                 outcome.results.append(await stream.finish(final))
@@ -147,12 +170,12 @@ class Answerer:
             if answer.finish.get(0) is None:
                 answer.error = answer.error or asyncio.CancelledError()
             await asyncio.shield(self._close_on_shutdown(answer, notes_before, outcome))
-            await asyncio.shield(self._store_answer(key, answer, outcome, params.model))
+            await asyncio.shield(self._store_answer(key, answer, outcome, params.model, journal))
             raise
         if answer.usage is not None:
             self._counter.calibrate(params.model, window.prompt_tokens, answer.usage.prompt_tokens)
         try:
-            await self._store_answer(key, answer, outcome, params.model)
+            await self._store_answer(key, answer, outcome, params.model, journal)
         except StoreError:
             # The user has the answer; only its copy in the history is missing.
             log.exception("could not store the answer in %s", key)
@@ -192,9 +215,17 @@ class Answerer:
             name_for=self._name_for(inbound),
         )
 
-    async def _stream(self, request: ChatRequest, sink: ReplySink, answer: _Answer) -> None:
+    async def _stream(
+        self,
+        request: ChatRequest,
+        sink: ReplySink,
+        answer: _Answer,
+        journal: AnswerJournal | None,
+    ) -> None:
         """Feed the model's deltas to one reply stream per choice; record how it ended."""
         answer.streams[0] = self._driver.open(sink)
+        if journal is not None:
+            journal.track(answer.streams[0], lambda: answer.texts.get(0, ""))
         await answer.streams[0].start()
         try:
             async for event in self._llm.stream(request):
@@ -218,8 +249,27 @@ class Answerer:
             answer.error = exc
             log.exception("answer stream failed")
 
+    def _journal(self, key: ConversationKey, sink: ReplySink) -> AnswerJournal | None:
+        """A journal for an answer shown on a sink another process could finish, else None."""
+        if not isinstance(sink, ResumableSink):
+            return None
+        config = self._config
+        return AnswerJournal(
+            self._store,
+            key,
+            owner=config.instance_id,
+            target=sink.describe(),
+            interval=config.save_interval,
+            heartbeat=config.stale_after / 4,
+        )
+
     async def _store_answer(
-        self, key: ConversationKey, answer: _Answer, outcome: Outcome, model: str
+        self,
+        key: ConversationKey,
+        answer: _Answer,
+        outcome: Outcome,
+        model: str,
+        journal: AnswerJournal | None,
     ) -> None:
         """Persist choice 0 as the assistant turn (complete, partial or failed)."""
         text, status = answer.texts.get(0, ""), answer.status()
@@ -227,16 +277,22 @@ class Answerer:
         outcome.finish_reason = answer.finish.get(0)
         outcome.error = type(answer.error).__name__ if answer.error else None
         message_ids = tuple(mid for result in outcome.results for mid in result.message_ids)
-        await self._store.append(
-            key,
-            Turn(
-                role=Role.ASSISTANT,
-                content=text,
-                status=status,
-                platform_message_ids=message_ids,
-                token_count=self._stored_count(text, model),
-            ),
+        turn = Turn(
+            role=Role.ASSISTANT,
+            content=text,
+            status=status,
+            platform_message_ids=message_ids,
+            token_count=self._stored_count(text, model),
         )
+        if journal is not None:
+            await journal.close()
+            outcome.saves = journal.saves
+            if journal.taken_over:
+                return  # another process finished this answer (this one seemed dead)
+            if journal.turn_id is not None:
+                await self._store.finish_answer(key, journal.turn_id, turn)
+                return
+        await self._store.append(key, turn)
 
     def _stored_count(self, text: str, model: str) -> int | None:
         """A turn's token count worth storing: exact counts only, so estimates stay calibrated."""

@@ -56,6 +56,8 @@ class TurnStatus(enum.StrEnum):
     COMPLETE = "complete"
     PARTIAL = "partial"
     FAILED = "failed"
+    STREAMING = "streaming"
+    """Still being written (or left so by a process that died, until it is taken over)."""
 
 
 @dataclass(frozen=True, slots=True)

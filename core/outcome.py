@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from core.conversation import ConversationKey, TurnStatus
@@ -21,6 +22,12 @@ class ServiceConfig:
     user_hash_key: bytes | None = None
     shutdown_grace: float = 3.0
     """Seconds an answer interrupted by shutdown gets to show its text and a note."""
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """This process, as the writer of its streaming answers."""
+    save_interval: float = 2.0
+    """A streaming answer's stored text is at most this many seconds behind the screen."""
+    stale_after: float = 20.0
+    """An answer whose writer saved nothing for this long is taken over (its writer died)."""
 
 
 @dataclass(slots=True)
@@ -34,6 +41,8 @@ class Outcome:
     finish_reason: str | None = None
     error: str | None = None
     stored: bool = True
+    saves: int = 0
+    """How often the answer was saved while it streamed (besides storing it at the end)."""
     results: list[StreamResult] = field(default_factory=list)
 
 

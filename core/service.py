@@ -14,6 +14,7 @@ from core.conversation import RUNNING_THREAD, ConversationKey, Inbound
 from core.errors import LLMError
 from core.llm import ChatCompletionsClient
 from core.outcome import Outcome, ServiceConfig
+from core.recovery import Recovery
 from core.routing import Accepted, Routed, Router
 from core.store import HistoryStore
 from core.streaming import ReplySink, StreamDriver
@@ -61,6 +62,10 @@ class ChatService:
         self._answerer = Answerer(
             store=store, llm=llm, driver=driver, counter=counter, config=config
         )
+        self.recovery = Recovery(
+            store, driver, owner=config.instance_id, stale_after=config.stale_after
+        )
+        """Where channels register how to finish answers a dead process left streaming."""
 
     def accept(self, inbound: Inbound) -> Accepted | None:
         """Take `inbound` in now (no await); None when this process already holds its event."""

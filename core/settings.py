@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     history_turns: int = Field(
         default=200, ge=1, le=5000, validation_alias="THREADLINE_HISTORY_TURNS"
     )
+    save_interval: float = Field(
+        default=2.0, gt=0, le=60, validation_alias="THREADLINE_SAVE_INTERVAL"
+    )
+    stale_after: float = Field(
+        default=20.0, ge=1, le=3600, validation_alias="THREADLINE_STALE_AFTER"
+    )
     log_level: LogLevel = Field(default="INFO", validation_alias="THREADLINE_LOG_LEVEL")
 
     @field_validator("stop", mode="before")

@@ -135,6 +135,7 @@ class DiscordChannel:
             await client.login(self._token)
             assert client.user is not None
             self._bot_id = str(client.user.id)
+            self._service.recovery.register("discord", self._revive)
             log.info("discord: logged in as %s (id %s)", client.user, self._bot_id)
             if self._options.sync_commands:
                 await self._sync_commands()
@@ -182,6 +183,12 @@ class DiscordChannel:
             self._service.answer(accepted, partial(self._prepare, facts)),
             name=f"discord:answer:{facts.message_id}",
         )
+
+    def _revive(self, described: dict[str, Any]) -> ChannelSink | None:
+        channel = described.get("channel")
+        if not isinstance(channel, str):
+            return None
+        return ChannelSink(self._rest, self._pacer, channel, bot_wide=self._bot_wide)
 
     async def _prepare(self, facts: DiscordMessage, routed: Routed) -> Prepared:
         """The sink for a routed message; a new conversation may get a thread of its own."""

@@ -102,6 +102,10 @@ class ChannelSink:
     def limits(self) -> SinkLimits:
         return self._limits
 
+    def describe(self) -> dict[str, Any]:
+        """Where this answer shows, for finishing it from another process."""
+        return {"channel": self._channel_id}
+
     async def show_typing(self) -> None:
         await self._call(self._scopes.typing, "POST", f"/channels/{self._channel_id}/typing")
 

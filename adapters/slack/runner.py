@@ -22,7 +22,7 @@ from adapters.slack.inbound import (
     to_inbound,
     workspace_of,
 )
-from adapters.slack.sink import NativeAdmission, Scopes, SlackSink, SlackTarget
+from adapters.slack.sink import NativeAdmission, Scopes, SlackSink, SlackTarget, revive
 from core.errors import ConfigError, SinkError
 from core.routing import Accepted, Routed
 from core.service import ChatService, Prepared
@@ -96,6 +96,7 @@ class SlackChannel:
             self._api = SlackApi(client, self.pacer)
             try:
                 await self._identify()
+                self.service.recovery.register("slack", self._revive)
                 if self.config.app_token:
                     await self._socket_mode(session)
                 else:
@@ -122,6 +123,11 @@ class SlackChannel:
         self.bot_user_id = str(data.get("user_id") or "")
         self.bot_id = data.get("bot_id")
         log.info("slack bot %s (team %s) ready", self.bot_user_id, data.get("team_id"))
+
+    def _revive(self, described: dict[str, Any]) -> SlackSink | None:
+        return revive(
+            self.api, described, admission=self.admission, status_off=self.status_off
+        )
 
     # -- Socket Mode -------------------------------------------------------------------------
 

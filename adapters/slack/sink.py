@@ -163,8 +163,10 @@ class SlackSink:
         native: bool,
         admission: NativeAdmission,
         status_off: set[str],
+        resumed: bool = False,
     ) -> None:
         self._api = api
+        self._resumed = resumed
         self._target = target
         self._native = native
         self._admission = admission
@@ -296,7 +298,23 @@ class SlackSink:
             return
         message.sent = settled
 
+    def describe(self) -> dict[str, Any]:
+        """Where this answer shows, for finishing it from another process (`revive`)."""
+        target = self._target
+        return {
+            "space": target.space,
+            "team_id": target.team_id,
+            "channel": target.channel,
+            "thread_ts": target.thread_ts,
+            "user": target.user,
+            "is_dm": target.is_dm,
+            "native": self._native,
+        }
+
     async def finalize(self, message_id: str, text: str) -> str | None:
+        if self._resumed and self._native and message_id not in self._messages:
+            await self._finish_resumed(message_id, text)
+            return None
         message = self._messages.get(message_id) or _Message(streaming=False)
         self._messages[message_id] = message
         if not self._native:
@@ -332,6 +350,22 @@ class SlackSink:
         return None
 
     # -- helpers -------------------------------------------------------------------------------
+
+    async def _finish_resumed(self, message_id: str, text: str) -> None:
+        """A stream another process started: stop it as it is, then replace its text."""
+        try:
+            await self._api.call(
+                "chat.stopStream",
+                scopes=Scopes.stop_stream(self._target.space),
+                priority=Priority.FINAL,
+                channel=self._target.channel,
+                ts=message_id,
+            )
+        except SlackRejected as exc:
+            if exc.error != NOT_STREAMING:
+                raise
+        await self._update_markdown(message_id, text, Priority.FINAL)
+        self._messages[message_id] = _Message(streaming=False, sent=text, last_text=text)
 
     def _expire(self, message_id: str, message: _Message) -> None:
         log.info("stream %s in %s expired; finishing it with chat.update", message_id, self._target)
@@ -392,3 +426,32 @@ def _markdown_length(text: str) -> int:
 
 def _mrkdwn_length(text: str) -> int:
     return len(to_mrkdwn(text))
+
+
+def revive(
+    api: SlackApi,
+    described: dict[str, Any],
+    *,
+    admission: NativeAdmission,
+    status_off: set[str],
+) -> SlackSink | None:
+    """A sink that finishes the messages of a stored answer (`SlackSink.describe`)."""
+    try:
+        target = SlackTarget(
+            space=str(described["space"]),
+            team_id=str(described["team_id"]),
+            channel=str(described["channel"]),
+            thread_ts=str(described["thread_ts"]),
+            user=str(described["user"]),
+            is_dm=bool(described["is_dm"]),
+        )
+    except KeyError:
+        return None
+    return SlackSink(
+        api,
+        target,
+        native=bool(described.get("native")),
+        admission=admission,
+        status_off=status_off,
+        resumed=True,
+    )

@@ -8,6 +8,7 @@ import hmac
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from adapters.telegram.inbound import BotIdentity, to_inbound, topic_of
-from adapters.telegram.sink import DraftSupport, Target, TelegramSink
+from adapters.telegram.sink import DraftSupport, Target, TelegramSink, revive
 from core.commands import COMMAND_HELP
 from core.errors import ConfigError
 from core.routing import Accepted, Routed
@@ -150,6 +151,7 @@ class TelegramChannel:
                 pause = min(pause * 2, STARTUP_RETRY[1])
         me = self._bot.bot
         self._identity = BotIdentity(id=me.id, username=me.username or "")
+        self._service.recovery.register("telegram", self._revive)
         commands = [BotCommand(name, text[:256]) for name, text in COMMAND_HELP.items()]
         try:
             await self._bot.set_my_commands(commands)
@@ -222,6 +224,12 @@ class TelegramChannel:
             update = await self._queue.get()
             if isinstance(update, Update):
                 self._dispatch(update)
+
+    def _revive(self, described: dict[str, Any]) -> TelegramSink | None:
+        identity = self._identity
+        if identity is None:
+            return None
+        return revive(self._bot, described, identity.id, self._drafts)
 
     def _dispatch(self, update: Update) -> None:
         """Hand a new message to the core at once (its place in order is fixed here)."""

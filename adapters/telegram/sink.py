@@ -155,6 +155,16 @@ class TelegramSink:
             self._limits = limits_for(self.target, self.bot_id)
         return self._limits
 
+    def describe(self) -> dict[str, Any]:
+        """Where this answer shows, for finishing it from another process (`revive`)."""
+        target = self.target
+        return {
+            "chat_id": target.chat_id,
+            "private": target.private,
+            "thread_id": target.thread_id,
+            "reply_to": target.reply_to,
+        }
+
     async def show_typing(self) -> None:
         await self._call(
             "sendChatAction",
@@ -209,8 +219,13 @@ class TelegramSink:
 
     def _message(self, message_id: str) -> _Message:
         message = self._messages.get(message_id)
-        if message is None:  # not one of ours (should not happen): treat it as a real id
-            message = self._messages[message_id] = _Message(real_id=int(message_id))
+        if message is None:  # posted by a process that died: a draft or a real message
+            draft, _, number = message_id.partition("draft:")
+            if not draft and number:
+                message = _Message(draft_id=int(number))
+            else:
+                message = _Message(real_id=int(message_id))
+            self._messages[message_id] = message
         return message
 
     async def _draft(self, message: _Message, rendered: Rendered) -> bool:
@@ -340,3 +355,19 @@ def _retry_after(exc: RetryAfter) -> float:
     if isinstance(value, dtm.timedelta):
         return value.total_seconds()
     return float(value)
+
+
+def revive(
+    bot: Bot, described: dict[str, Any], bot_id: int, drafts: DraftSupport
+) -> TelegramSink | None:
+    """A sink that finishes the messages of a stored answer (`TelegramSink.describe`)."""
+    try:
+        target = Target(
+            chat_id=int(described["chat_id"]),
+            private=bool(described["private"]),
+            thread_id=None if described.get("thread_id") is None else int(described["thread_id"]),
+            reply_to=None if described.get("reply_to") is None else int(described["reply_to"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return TelegramSink(bot, target, bot_id, drafts)

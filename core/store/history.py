@@ -28,6 +28,7 @@ ID_CACHE_SIZE = 10_000
 
 _ROLES = {role.value: role for role in Role}
 _STATUSES = {status.value: status for status in TurnStatus}
+_UNFINISHED = (TurnStatus.PARTIAL, TurnStatus.STREAMING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,18 @@ class Branch:
     limit: int = 200
     params: Mapping[str, Any] | None = None
     running: ConversationKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """An answer a dead process left streaming, now taken over to be finished."""
+
+    turn_id: int
+    key: ConversationKey
+    target: dict[str, Any]
+    open_message: str | None
+    open_text: str
+    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +442,140 @@ class HistoryStore:
         self._remember(branch.key, conversation_id)
         return True
 
+    # -- streaming answers ------------------------------------------------------------------
+
+    async def begin_answer(
+        self,
+        key: ConversationKey,
+        turn: Turn,
+        *,
+        owner: str,
+        target: Mapping[str, Any],
+        open_message: str | None,
+        open_text: str,
+    ) -> int:
+        """Store an answer that has started to show: its turn (status streaming, its first
+        platform messages linked) and its streaming state, in one transaction; returns its id.
+        """
+        now = _now()
+        cached = self._cached_id(key)
+        streaming = replace(turn, status=TurnStatus.STREAMING)
+        state = {
+            "platform": key.platform,
+            "owner": owner,
+            "now": now,
+            "target": json.dumps(dict(target), sort_keys=True),
+            "open_message": open_message,
+            "open_text": open_text,
+        }
+
+        def work(connection: Connection) -> tuple[int, int]:
+            appended = self._append(connection, key, cached, streaming, now)
+            assert appended is not None
+            conversation_id, _, turn_id = appended
+            connection.execute(sql.INSERT_STREAMING, {**state, "tid": turn_id})
+            return conversation_id, turn_id
+
+        conversation_id, turn_id = await self._run("storing a streaming answer", "write", work)
+        self._remember(key, conversation_id)
+        return turn_id
+
+    async def save_answer(
+        self,
+        key: ConversationKey,
+        turn_id: int,
+        *,
+        owner: str,
+        content: str,
+        message_ids: Sequence[str],
+        open_message: str | None,
+        open_text: str,
+    ) -> bool:
+        """Save a streaming answer's text so far and its new platform messages, and renew its
+        heartbeat; False (nothing written) when another process has taken it over.
+        """
+        now = _now()
+        state = {
+            "b_tid": turn_id,
+            "b_owner": owner,
+            "b_now": now,
+            "b_open_message": open_message,
+            "b_open_text": open_text,
+        }
+        lookup: dict[str, Any] = {**sql.key_params(key), "turn_id": turn_id}
+
+        def work(connection: Connection) -> bool:
+            if connection.execute(sql.SAVE_STREAMING, state).rowcount == 0:
+                return False
+            connection.execute(sql.SAVE_CONTENT, {"b_tid": turn_id, "b_content": content})
+            if message_ids:
+                found = connection.execute(sql.CONVERSATION_OF_TURN, lookup).scalar_one()
+                self._link(connection, key, found, turn_id, message_ids)
+            return True
+
+        return await self._run("saving a streaming answer", "write", work)
+
+    async def finish_answer(self, key: ConversationKey, turn_id: int, turn: Turn) -> None:
+        """Store a streamed answer's final text, status and platform messages; it is no
+        longer streaming.
+        """
+        values = {
+            "b_tid": turn_id,
+            "b_content": turn.content,
+            "b_status": turn.status.value,
+            "b_token_count": turn.token_count,
+            "b_now": _now(),
+        }
+        lookup: dict[str, Any] = {**sql.key_params(key), "turn_id": turn_id}
+        message_ids = list(turn.platform_message_ids)
+
+        def work(connection: Connection) -> None:
+            connection.execute(sql.FINISH_TURN, values)
+            if message_ids:
+                found = connection.execute(sql.CONVERSATION_OF_TURN, lookup).scalar_one()
+                self._link(connection, key, found, turn_id, message_ids)
+            connection.execute(sql.DELETE_STREAMING, {"tid": turn_id})
+
+        await self._run("finishing a streamed answer", "write", work)
+
+    async def orphans(
+        self,
+        *,
+        owner: str,
+        stale_after: timedelta,
+        platforms: Sequence[str],
+        limit: int = 50,
+    ) -> list[Orphan]:
+        """Take over answers on `platforms` whose writer stopped renewing their heartbeat for
+        `stale_after` (it died); each is taken by exactly one process sharing the database.
+        """
+        if not platforms:
+            return []
+        now = _now()
+        stale = now - stale_after
+        query = {"stale": stale, "platforms": list(platforms), "limit": limit}
+
+        def work(connection: Connection) -> list[Orphan]:
+            taken: list[Orphan] = []
+            for row in connection.execute(sql.STALE_STREAMING, query).all():
+                take = {"b_tid": row[0], "b_stale": stale, "b_owner": owner, "b_now": now}
+                if connection.execute(sql.TAKE_OVER_STREAMING, take).rowcount != 1:
+                    continue
+                target = json.loads(row[1]) if row[1] else {}
+                taken.append(
+                    Orphan(
+                        turn_id=int(row[0]),
+                        key=ConversationKey(row[5], row[6], row[7], row[8]),
+                        target=target if isinstance(target, dict) else {},
+                        open_message=row[2],
+                        open_text=row[3] or "",
+                        content=row[4],
+                    )
+                )
+            return taken
+
+        return await self._run("taking over stale answers", "write", work)
+
     # -- helpers --------------------------------------------------------------------------
 
     async def _run(self, action: str, mode: Mode, work: Callable[[Connection], T]) -> T:
@@ -526,7 +673,7 @@ class HistoryStore:
             "status": turn.status.value,
             "token_count": turn.token_count,
             "created_at": turn.created_at or now,
-            "finished_at": None if turn.status is TurnStatus.PARTIAL else now,
+            "finished_at": None if turn.status in _UNFINISHED else now,
         }
         message_ids = list(dict.fromkeys(turn.platform_message_ids))
         if self._pg_append is not None:

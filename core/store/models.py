@@ -111,3 +111,28 @@ class ProcessedEvent(SQLModel, table=True):
     platform: str = Field(primary_key=True)
     event_id: str = Field(primary_key=True)
     created_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))
+
+
+class StreamingAnswer(SQLModel, table=True):
+    """An answer still streaming: who writes it, where it shows, and its open message's text.
+
+    The row goes when the answer is finished. A row whose `heartbeat_at` is stale belongs to a
+    process that died; another process finishes that answer visibly (`HistoryStore.orphans`).
+    """
+
+    __tablename__ = "streaming_answers"
+    __table_args__ = (Index("ix_streaming_answers_heartbeat_at", "heartbeat_at"),)
+
+    message_id: int = Field(
+        sa_column=Column(
+            BigId,
+            ForeignKey("messages.id", name="fk_streaming_answers_message", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    platform: str
+    owner: str
+    heartbeat_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))
+    target: str = Field(sa_column=Column(Text, nullable=False))
+    open_message: str | None = None
+    open_text: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))

@@ -22,12 +22,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import NullType
 
 from core.conversation import ConversationKey
-from core.store.models import Conversation, Message, PlatformMessage, ProcessedEvent
+from core.store.models import (
+    Conversation,
+    Message,
+    PlatformMessage,
+    ProcessedEvent,
+    StreamingAnswer,
+)
 
 CONVERSATIONS: Table = Conversation.__table__  # type: ignore[attr-defined]
 MESSAGES: Table = Message.__table__  # type: ignore[attr-defined]
 PLATFORM_MESSAGES: Table = PlatformMessage.__table__  # type: ignore[attr-defined]
 PROCESSED_EVENTS: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
+STREAMING: Table = StreamingAnswer.__table__  # type: ignore[attr-defined]
 
 # Every statement below takes its values as named bind parameters, so it is built and compiled
 # once per process and each call only supplies a parameter dict.
@@ -159,9 +166,7 @@ TOUCH_CONVERSATION = (
     .values(updated_at=bindparam("now"))
     .returning(CONVERSATIONS.c.meta)
 )
-PRUNE_EVENTS = delete(PROCESSED_EVENTS).where(
-    PROCESSED_EVENTS.c.created_at < bindparam("cutoff")
-)
+PRUNE_EVENTS = delete(PROCESSED_EVENTS).where(PROCESSED_EVENTS.c.created_at < bindparam("cutoff"))
 SET_META = (
     update(CONVERSATIONS)
     .where(CONVERSATIONS.c.id == bindparam("cid"))
@@ -382,3 +387,71 @@ def find_turn(
     if channel is not None:
         statement = statement.where(links.c.channel == channel)
     return statement
+
+
+# -- streaming answers ---------------------------------------------------------------------------
+
+INSERT_STREAMING = STREAMING.insert().values(
+    message_id=bindparam("tid"),
+    platform=bindparam("platform"),
+    owner=bindparam("owner"),
+    heartbeat_at=bindparam("now"),
+    target=bindparam("target"),
+    open_message=bindparam("open_message"),
+    open_text=bindparam("open_text"),
+)
+SAVE_STREAMING = (
+    update(STREAMING)
+    .where(STREAMING.c.message_id == bindparam("b_tid"), STREAMING.c.owner == bindparam("b_owner"))
+    .values(
+        heartbeat_at=bindparam("b_now"),
+        open_message=bindparam("b_open_message"),
+        open_text=bindparam("b_open_text"),
+    )
+)
+SAVE_CONTENT = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("b_tid"))
+    .values(content=bindparam("b_content"))
+)
+FINISH_TURN = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("b_tid"))
+    .values(
+        content=bindparam("b_content"),
+        status=bindparam("b_status"),
+        token_count=bindparam("b_token_count"),
+        finished_at=bindparam("b_now"),
+    )
+)
+DELETE_STREAMING = delete(STREAMING).where(STREAMING.c.message_id == bindparam("tid"))
+STALE_STREAMING = (
+    select(
+        STREAMING.c.message_id,
+        STREAMING.c.target,
+        STREAMING.c.open_message,
+        STREAMING.c.open_text,
+        MESSAGES.c.content,
+        CONVERSATIONS.c.platform,
+        CONVERSATIONS.c.space,
+        CONVERSATIONS.c.channel,
+        CONVERSATIONS.c.thread,
+    )
+    .select_from(STREAMING)
+    .join(MESSAGES, MESSAGES.c.id == STREAMING.c.message_id)
+    .join(CONVERSATIONS, CONVERSATIONS.c.id == MESSAGES.c.conversation_id)
+    .where(
+        STREAMING.c.heartbeat_at < bindparam("stale"),
+        STREAMING.c.platform.in_(bindparam("platforms", expanding=True)),
+    )
+    .order_by(STREAMING.c.message_id)
+    .limit(bindparam("limit", type_=Integer()))
+)
+TAKE_OVER_STREAMING = (
+    update(STREAMING)
+    .where(
+        STREAMING.c.message_id == bindparam("b_tid"),
+        STREAMING.c.heartbeat_at < bindparam("b_stale"),
+    )
+    .values(owner=bindparam("b_owner"), heartbeat_at=bindparam("b_now"))
+)

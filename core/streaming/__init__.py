@@ -6,6 +6,8 @@ from core.streaming.policy import StreamPolicy
 from core.streaming.sink import (
     PaceScope,
     ReplySink,
+    ResumableSink,
+    Reviver,
     SinkLimits,
     WriteKind,
     count_chars,
@@ -29,6 +31,8 @@ __all__ = [
     "Priority",
     "ReplySink",
     "ReplyStream",
+    "ResumableSink",
+    "Reviver",
     "ScopeStats",
     "SinkLimits",
     "StreamDriver",

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from core.clock import Clock
@@ -103,6 +103,7 @@ class ReplyStream:
         self._typing_in_call = False
         self._view = GrowingPreview(self._limits.max_length, self._limits.measure)
         self._message: tuple[str, int, str, str] | None = None  # (text, base, reopen, message)
+        self._watchers: list[Callable[[], None]] = []
 
     # -- public API --------------------------------------------------------------------------
 
@@ -149,6 +150,26 @@ class ReplyStream:
         for task in (self._writer, self._typing):
             if task is not None:
                 await asyncio.wait({task})
+
+    def adopt(self, message_id: str) -> None:
+        """Continue in a message posted earlier (by a process that died): `finish` finalizes
+        it with the first part instead of posting one. Call before anything else.
+        """
+        if self._writer is not None or self._message_ids:
+            raise RuntimeError("adopt() must come before any write")
+        self._message_id = message_id
+        self._message_ids.append(message_id)
+        self._first_visible_at = self._clock.now()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (synchronously) after every write that changed what the user sees."""
+        self._watchers.append(callback)
+
+    def open_part(self) -> tuple[str | None, str]:
+        """The message still open (None before the first post) and the whole text it is to
+        hold so far (the answer's text from where that message starts).
+        """
+        return self._message_id, self._message_text()
 
     def result(self) -> StreamResult:
         """What has happened so far."""
@@ -344,6 +365,8 @@ class ReplyStream:
         self._writes += 1
         self._shown = text
         self._last_write_at = self._clock.now()
+        for watcher in self._watchers:
+            watcher()
 
     # -- text state ------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class WriteKind(enum.Enum):
@@ -101,3 +101,20 @@ class ReplySink(Protocol):
         `message_id` (a draft or preview replaced by a real message), else None.
         """
         ...
+
+
+@runtime_checkable
+class ResumableSink(Protocol):
+    """A sink that can say where it writes, so another process can finish its answer.
+
+    `describe()` returns JSON-serialisable facts (chat, thread, mode) that the platform's
+    `Reviver` turns back into a sink able to finalize the messages this one posted.
+    """
+
+    def describe(self) -> dict[str, Any]:
+        """Where this sink writes, as stored with a streaming answer."""
+        ...
+
+
+Reviver = Callable[[dict[str, Any]], "ReplySink | None"]
+"""Builds a sink from a stored `ResumableSink.describe()`; None when it cannot any more."""

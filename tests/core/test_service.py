@@ -655,3 +655,29 @@ async def test_messages_keep_the_order_they_were_accepted_in_whatever_prepare_aw
         "first",
         "second",
     ]
+
+
+class ResumableBudgetSink(BudgetSink):
+    """A test sink that says where it writes, so its answers are journaled as they stream."""
+
+    def describe(self) -> dict[str, object]:
+        return {"sink": self.name}
+
+
+async def test_a_streaming_answer_is_stored_from_its_first_message_on(rig: Rig) -> None:
+    limits = SinkLimits(max_length=4000, post_scopes=(POST_SCOPE,), edit_scopes=(EDIT_SCOPE,))
+    sink = ResumableBudgetSink(rig.platform, limits, "resumable")
+    words = " ".join(f"w{i}" for i in range(30))
+    rig.llm.script(Reply(text=words, delay_between=0.1))
+    key = ConversationKey("test", "space", "chan", "t1")
+    task = asyncio.create_task(rig.service.handle(rig.inbound("go"), sink))
+    await asyncio.sleep(0.8)  # about a quarter of the answer is showing
+    assert sink.message_ids and not task.done()
+    found = await rig.store.find_turn("test", sink.message_ids[0], space="space", channel="chan")
+    assert found is not None and found[0] == key  # a reply to it already finds the conversation
+    streaming = (await rig.store.recent(key, limit=5))[-1]
+    assert streaming.status is TurnStatus.STREAMING and words.startswith(streaming.content)
+    outcome = await task
+    assert outcome.status is TurnStatus.COMPLETE and outcome.saves >= 2
+    stored = (await rig.store.recent(key, limit=5))[-1]
+    assert (stored.id, stored.content, stored.status) == (found[1], words, TurnStatus.COMPLETE)

@@ -487,7 +487,9 @@ class FakeDiscord(Served):
         await self._send_dispatch(session, event, data)
 
     def _session_for(self, guild_id: str | None) -> _Session:
-        for session in self.sessions:
+        # The newest session of a shard gets its events, as on Discord, where a new IDENTIFY
+        # replaces a session whose connection died without a close.
+        for session in reversed(self.sessions):
             if not session.ready or session.ws.closed:
                 continue
             shard_id, count = session.shard or (0, 1)

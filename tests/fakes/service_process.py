@@ -85,6 +85,14 @@ class ThreadlineProcess(Served):
                 raise AssertionError(f"timed out waiting for {what}; output:\n{self.output}")
             await asyncio.sleep(0.02)
 
+    async def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash or an out-of-memory kill."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await self._drain()
+
     async def stop(self, grace: float = 15.0) -> int:
         """SIGTERM, then wait (SIGKILL after `grace` seconds); returns the exit code."""
         process = self._process

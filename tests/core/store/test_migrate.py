@@ -22,7 +22,7 @@ TABLES = {"conversations", "messages", "platform_messages", "processed_events"}
 async def test_fresh_database_has_no_revision_until_upgraded(db_url: str) -> None:
     assert await current_revision(db_url) is None
     assert await upgrade(db_url) == head_revision()
-    assert await current_revision(db_url) == head_revision() == "0001"
+    assert await current_revision(db_url) == head_revision() == "0002"
 
 
 async def test_upgrade_is_idempotent(db_url: str) -> None:
