@@ -111,3 +111,13 @@ class ProcessedEvent(SQLModel, table=True):
     platform: str = Field(primary_key=True)
     event_id: str = Field(primary_key=True)
     created_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))
+
+
+class ModelLimit(SQLModel, table=True):
+    """A model's context size as a server's length rejection taught it (only ever lowered)."""
+
+    __tablename__ = "model_limits"
+
+    model: str = Field(primary_key=True)
+    context_tokens: int
+    updated_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))
