@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.context import TokenCounter, Window, build_window
+from core.context import Budget, ContextLimits, TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
 from core.conversation_params import effective_params
-from core.errors import LLMError, StoreError
+from core.errors import LLMContextTooLong, LLMError, StoreError
 from core.llm import (
     ChatCompletionsClient,
     ChatParams,
@@ -57,6 +57,14 @@ class _Answer:
             return TurnStatus.COMPLETE
         return TurnStatus.PARTIAL if self.texts.get(0) else TurnStatus.FAILED
 
+    def restart(self, window: Window) -> Window:
+        """Forget a failed attempt that showed nothing, to stream `window` into the same place."""
+        self.texts.clear()
+        self.finish.clear()
+        self.usage = None
+        self.error = None
+        return window
+
     def final_text(self, index: int, notes_before: list[str]) -> str:
         """What choice `index` finally shows: its text and any notes on how it ended."""
         text = self.texts.get(index, "")
@@ -91,6 +99,7 @@ class Answerer:
         self._counter = counter
         self._config = config
         self._alias_key = config.user_hash_key or secrets.token_bytes(32)
+        self._limits = ContextLimits(store, context_window=config.context_window, counter=counter)
 
     async def answer(
         self,
@@ -126,11 +135,11 @@ class Answerer:
             return
         meta = loaded.meta
         params = effective_params(self._config.params, meta)
-        window = self._window(inbound, loaded.turns, meta, params)
+        budget = await self._limits.budget(
+            params.model, self._reply_budget(params), reply_fixed=_sends_max_tokens(params)
+        )
+        window = self._window(inbound, loaded.turns, meta, params, budget)
         notes_before: list[str] = []
-        if window.dropped and not meta.get("truncation_noted"):
-            notes_before.append(TRUNCATION_NOTE)
-            await self._store.update_meta(key, truncation_noted=True)
         if self._config.user_hash_key is not None:
             params = params.with_overrides(
                 user=pseudonymize_user(self._config.user_hash_key, key.platform, inbound.author_id)
@@ -138,6 +147,24 @@ class Answerer:
         answer = _Answer(choices=params.n or 1)
         try:
             await self._stream(ChatRequest(tuple(window.messages), params), sink, answer)
+            if isinstance(answer.error, LLMContextTooLong) and not answer.texts:
+                # Rejected for its length: learn the model's limit, and retry once if that helps.
+                retry = await self._limits.retry_window(
+                    params.model,
+                    answer.error,
+                    window,
+                    budget,
+                    lambda smaller: self._window(inbound, loaded.turns, meta, params, smaller),
+                )
+                if isinstance(retry, Window):
+                    window = answer.restart(retry)
+                    await self._stream(ChatRequest(tuple(window.messages), params), sink, answer)
+                else:
+                    answer.error = retry
+            shown = not isinstance(answer.error, LLMContextTooLong)
+            if window.dropped and shown and not meta.get("truncation_noted"):
+                notes_before.append(TRUNCATION_NOTE)
+                await self._store.update_meta(key, truncation_noted=True)
             for index, stream in answer.streams.items():
                 final = answer.final_text(index, notes_before if index == 0 else [])
                 outcome.results.append(await stream.finish(final))
@@ -175,7 +202,12 @@ class Answerer:
         outcome.results = [stream.result() for stream in answer.streams.values()]
 
     def _window(
-        self, inbound: Inbound, turns: list[Turn], meta: Mapping[str, Any], params: ChatParams
+        self,
+        inbound: Inbound,
+        turns: list[Turn],
+        meta: Mapping[str, Any],
+        params: ChatParams,
+        budget: Budget,
     ) -> Window:
         """The messages to send: system prompt and the newest turns since /new that fit."""
         since = int(meta.get("since_turn", 0))
@@ -185,8 +217,8 @@ class Answerer:
             self._config.system_prompt,
             prior,
             current,
-            context_tokens=self._config.context_window,
-            reply_tokens=self._reply_budget(params),
+            context_tokens=budget.context_tokens,
+            reply_tokens=budget.reply_tokens,
             counter=self._counter,
             model=params.model,
             name_for=self._name_for(inbound),
@@ -194,8 +226,9 @@ class Answerer:
 
     async def _stream(self, request: ChatRequest, sink: ReplySink, answer: _Answer) -> None:
         """Feed the model's deltas to one reply stream per choice; record how it ended."""
-        answer.streams[0] = self._driver.open(sink)
-        await answer.streams[0].start()
+        if 0 not in answer.streams:
+            answer.streams[0] = self._driver.open(sink)
+            await answer.streams[0].start()
         try:
             async for event in self._llm.stream(request):
                 if isinstance(event, ContentDelta):
@@ -266,6 +299,11 @@ class Answerer:
         return name
 
 
+def _sends_max_tokens(params: ChatParams) -> bool:
+    """Whether the request carries a reply limit, which the server counts against the context."""
+    return bool(params.max_completion_tokens or params.max_tokens)
+
+
 def _labelled(text: str, index: int, choices: int) -> str:
     return f"**Answer {index + 1} of {choices}**\n\n{text}" if choices > 1 else text
 
@@ -279,6 +317,8 @@ def error_note(error: BaseException, *, has_text: bool) -> str:
         note = "something went wrong on my side"
     if has_text:
         return f"⚠️ _The answer stopped early: {note}._"
+    if isinstance(error, LLMError) and not error.retryable:
+        return f"⚠️ Sorry, {note}."  # says what happened; sending it again would not help
     return f"⚠️ Sorry, {note}. Please try again in a moment."
 
 
