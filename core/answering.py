@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.context import Budget, ContextLimits, TokenCounter, Window, build_window
+from core.context import Budget, ContextLimits, Rebuild, TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
 from core.conversation_params import effective_params
 from core.errors import LLMContextTooLong, LLMError, StoreError
@@ -57,13 +57,12 @@ class _Answer:
             return TurnStatus.COMPLETE
         return TurnStatus.PARTIAL if self.texts.get(0) else TurnStatus.FAILED
 
-    def restart(self, window: Window) -> Window:
-        """Forget a failed attempt that showed nothing, to stream `window` into the same place."""
+    def restart(self) -> None:
+        """Forget a failed attempt that showed nothing, to stream again into the same place."""
         self.texts.clear()
         self.finish.clear()
         self.usage = None
         self.error = None
-        return window
 
     def final_text(self, index: int, notes_before: list[str]) -> str:
         """What choice `index` finally shows: its text and any notes on how it ended."""
@@ -148,21 +147,17 @@ class Answerer:
         try:
             await self._stream(ChatRequest(tuple(window.messages), params), sink, answer)
             if isinstance(answer.error, LLMContextTooLong) and not answer.texts:
-                # Rejected for its length: learn the model's limit, and retry once if that helps.
-                retry = await self._limits.retry_window(
-                    params.model,
+                window = await self._retry_shorter(
                     answer.error,
                     window,
                     budget,
                     lambda smaller: self._window(inbound, loaded.turns, meta, params, smaller),
+                    params,
+                    sink,
+                    answer,
                 )
-                if isinstance(retry, Window):
-                    window = answer.restart(retry)
-                    await self._stream(ChatRequest(tuple(window.messages), params), sink, answer)
-                else:
-                    answer.error = retry
-            shown = not isinstance(answer.error, LLMContextTooLong)
-            if window.dropped and shown and not meta.get("truncation_noted"):
+            answered = not isinstance(answer.error, LLMContextTooLong)
+            if window.dropped and answered and not meta.get("truncation_noted"):
                 notes_before.append(TRUNCATION_NOTE)
                 await self._store.update_meta(key, truncation_noted=True)
             for index, stream in answer.streams.items():
@@ -184,6 +179,28 @@ class Answerer:
             # The user has the answer; only its copy in the history is missing.
             log.exception("could not store the answer in %s", key)
             outcome.stored = False
+
+    async def _retry_shorter(
+        self,
+        error: LLMContextTooLong,
+        window: Window,
+        budget: Budget,
+        rebuild: Rebuild,
+        params: ChatParams,
+        sink: ReplySink,
+        answer: _Answer,
+    ) -> Window:
+        """After `window` was rejected for its length (`error`): learn the model's limit and
+        retry once with a window rebuilt for it, if that can help; returns the window last sent."""
+        retry = await self._limits.retry_window(params.model, error, window, budget, rebuild)
+        if not isinstance(retry, Window):
+            answer.error = retry  # says what happened instead of "try again"
+            return window
+        answer.restart()
+        await self._stream(ChatRequest(tuple(retry.messages), params), sink, answer)
+        if isinstance(answer.error, LLMContextTooLong):
+            await self._limits.learn(params.model, answer.error, retry)
+        return retry
 
     async def _close_on_shutdown(
         self, answer: _Answer, notes_before: list[str], outcome: Outcome

@@ -109,7 +109,7 @@ class ContextLimits:
         counted more than we did, the retry's budget is scaled down by that ratio so the rebuilt
         window fits as the server counts it.
         """
-        learned = await self._learn(model, error, sent)
+        learned = await self.learn(model, error, sent)
         context = learned
         if error.prompt_tokens and error.prompt_tokens > sent.prompt_tokens > 0:
             context = math.floor(learned * sent.prompt_tokens / error.prompt_tokens)
@@ -136,8 +136,9 @@ class ContextLimits:
         )
         return window
 
-    async def _learn(self, model: str, error: LLMContextTooLong, sent: Window) -> int:
-        """Store what the rejection says about `model`'s limit; returns the limit now in force."""
+    async def learn(self, model: str, error: LLMContextTooLong, sent: Window) -> int:
+        """Store what the rejection of `sent` says about `model`'s limit; returns the limit now
+        in force."""
         guess = math.floor((error.prompt_tokens or sent.prompt_tokens) * SHRINK)
         tokens = max(error.limit or guess, MIN_CONTEXT)
         stored = await self._store.lower_model_limit(model, tokens)

@@ -120,3 +120,28 @@ async def test_a_stored_limit_wins_over_a_larger_published_one(tmp_path: Path) -
         assert (fixed.context_tokens, fixed.reply_tokens) == (2048, 1000)
     finally:
         await store.close()
+
+
+async def test_a_retry_rejected_again_is_learned_from_and_not_retried_again(
+    tmp_path: Path, fake_llm: FakeOpenAI
+) -> None:
+    def too_long(limit: int) -> Fault:
+        message = (
+            f"This model's maximum context length is {limit} tokens. However, your messages "
+            "resulted in 5000 tokens. Please reduce the length of the messages."
+        )
+        return Fault.status(400, message=message)
+
+    async with make_rig(tmp_path, fake_llm, context_window=128_000, reply_tokens=4_096) as rig:
+        for n in range(3):
+            await say(rig, f"{n}: {MEDIUM}")
+        fake_llm.script(too_long(4000), too_long(500))
+        shown = await say(rig, "one more")
+        assert len(fake_llm.chat_requests) == 5
+        assert len(fake_llm.chat_requests[4].json["messages"]) < len(
+            fake_llm.chat_requests[3].json["messages"]
+        )
+        assert shown == (
+            "⚠️ Sorry, the conversation is too long for the model's context window of 500 tokens."
+        )
+        assert await rig.store.model_limit("fake-model") == 500
