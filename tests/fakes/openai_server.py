@@ -371,6 +371,9 @@ class FakeOpenAI(Served):
             return _error_response(400, "Missing required query parameter: api-version", "openai")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error_response(400, "'messages' is a required property", "openai")
+        too_long = self._reject_too_long(body)
+        if too_long is not None:
+            return too_long  # before any scripted step: that one is for the next request
         step = self._steps.popleft() if self._steps else Reply()
         fault = step if isinstance(step, Fault) else None
         reply = step.reply if isinstance(step, Fault) else step
@@ -378,7 +381,7 @@ class FakeOpenAI(Served):
             reply = replace(reply, quirks={*reply.quirks, "azure_first_chunk"})
         if self.context_size is not None:
             reply = replace(reply, quirks={*reply.quirks, "context_usage"})
-        rejection = self._reject_unsupported(body, fault) or self._reject_too_long(body)
+        rejection = self._reject_unsupported(body, fault)
         if rejection is not None:
             return rejection
         if fault is not None and fault.kind == "status":
