@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -16,11 +18,13 @@ from core.context import TokenCounter
 from core.errors import ConfigError
 from core.llm import ChatCompletionsClient, ChatParams, LLMEndpoint
 from core.service import ChatService, ServiceConfig
-from core.settings import Settings
+from core.settings import DEFAULT_CONTEXT_WINDOW, Settings
 from core.store import HistoryStore
 from core.streaming import Pacer, StreamDriver
 
 USER_KEY_FILE = Path("data/user-hash.key")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,12 +108,12 @@ def user_hash_key(settings: Settings) -> bytes | None:
     return USER_KEY_FILE.read_bytes().strip()
 
 
-def service_config(settings: Settings) -> ServiceConfig:
-    """The service's part of the settings."""
+def service_config(settings: Settings, *, context_window: int | None = None) -> ServiceConfig:
+    """The service's part of the settings; `context_window` is the one discovered at start."""
     return ServiceConfig(
         system_prompt=settings.system_prompt,
         params=chat_params(settings),
-        context_window=settings.context_window,
+        context_window=settings.context_window or context_window or DEFAULT_CONTEXT_WINDOW,
         reply_tokens=settings.reply_tokens,
         history_turns=settings.history_turns,
         user_hash_key=user_hash_key(settings),
@@ -138,12 +142,53 @@ async def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         await http.aclose()
         raise
     llm = ChatCompletionsClient(http, endpoint)
+    try:
+        config = await discover_context_window(settings, config, llm)
+    except BaseException:
+        await store.close()
+        await http.aclose()
+        raise
     pacer = Pacer(clock)
     driver = StreamDriver(pacer, clock)
     counter = TokenCounter()
     await asyncio.to_thread(counter.warm_up, config.params.model)
     service = ChatService(store=store, llm=llm, driver=driver, counter=counter, config=config)
     return Runtime(settings, http, llm, store, pacer, driver, counter, service)
+
+
+async def discover_context_window(
+    settings: Settings, config: ServiceConfig, llm: ChatCompletionsClient
+) -> ServiceConfig:
+    """With THREADLINE_CONTEXT_WINDOW unset, use what the server publishes for the model.
+
+    A size learned later from a length rejection (stored per model) still wins over it.
+    ConfigError when the reply limit set does not fit the discovered window.
+    """
+    if settings.context_window is not None:
+        return config
+    model = config.params.model
+    published = await llm.published_context_window(model)
+    if published is None:
+        log.info(
+            "%s publishes no context size for %s; assuming %d tokens until a length rejection "
+            "says otherwise (set THREADLINE_CONTEXT_WINDOW to choose)",
+            llm.endpoint.base_url,
+            model,
+            DEFAULT_CONTEXT_WINDOW,
+        )
+        return config
+    log.info("%s publishes a context of %d tokens for %s", llm.endpoint.base_url, published, model)
+    for name, value in (
+        ("THREADLINE_MAX_TOKENS", settings.max_tokens),
+        ("THREADLINE_MAX_COMPLETION_TOKENS", settings.max_completion_tokens),
+    ):
+        if value is not None and value >= published:
+            raise ConfigError(
+                name,
+                f"({value}) must be smaller than the context window the server publishes for "
+                f"{model} ({published}), or no history fits",
+            )
+    return dataclasses.replace(config, context_window=published)
 
 
 def freeze_startup_heap() -> None:

@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.context import TokenCounter, Window, build_window
+from core.context import Budget, ContextLimits, Rebuild, TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
 from core.conversation_params import effective_params
-from core.errors import LLMError, StoreError
+from core.errors import LLMContextTooLong, LLMError, StoreError
 from core.journal import AnswerJournal
 from core.llm import (
     ChatCompletionsClient,
@@ -58,6 +58,13 @@ class _Answer:
             return TurnStatus.COMPLETE
         return TurnStatus.PARTIAL if self.texts.get(0) else TurnStatus.FAILED
 
+    def restart(self) -> None:
+        """Forget a failed attempt that showed nothing, to stream again into the same place."""
+        self.texts.clear()
+        self.finish.clear()
+        self.usage = None
+        self.error = None
+
     def final_text(self, index: int, notes_before: list[str]) -> str:
         """What choice `index` finally shows: its text and any notes on how it ended."""
         text = self.texts.get(index, "")
@@ -92,6 +99,7 @@ class Answerer:
         self._counter = counter
         self._config = config
         self._alias_key = config.user_hash_key or secrets.token_bytes(32)
+        self._limits = ContextLimits(store, context_window=config.context_window, counter=counter)
 
     async def answer(
         self,
@@ -127,11 +135,10 @@ class Answerer:
             return
         meta = loaded.meta
         params = effective_params(self._config.params, meta)
-        window = self._window(inbound, loaded.turns, meta, params)
-        notes_before: list[str] = []
-        if window.dropped and not meta.get("truncation_noted"):
-            notes_before.append(TRUNCATION_NOTE)
-            await self._store.update_meta(key, truncation_noted=True)
+        budget = await self._limits.budget(
+            params.model, self._reply_budget(params), reply_fixed=_sends_max_tokens(params)
+        )
+        window = self._window(inbound, loaded.turns, meta, params, budget)
         if self._config.user_hash_key is not None:
             params = params.with_overrides(
                 user=pseudonymize_user(self._config.user_hash_key, key.platform, inbound.author_id)
@@ -140,7 +147,16 @@ class Answerer:
         journal = self._journal(key, sink)
         try:
             await self._stream_and_store(
-                key, params, window, notes_before, sink, answer, outcome, journal
+                key,
+                meta,
+                params,
+                budget,
+                window,
+                lambda smaller: self._window(inbound, loaded.turns, meta, params, smaller),
+                sink,
+                answer,
+                outcome,
+                journal,
             )
         finally:
             if journal is not None:
@@ -149,18 +165,30 @@ class Answerer:
     async def _stream_and_store(
         self,
         key: ConversationKey,
+        meta: Mapping[str, Any],
         params: ChatParams,
+        budget: Budget,
         window: Window,
-        notes_before: list[str],
+        rebuild: Rebuild,
         sink: ReplySink,
         answer: _Answer,
         outcome: Outcome,
         journal: AnswerJournal | None,
     ) -> None:
-        """Stream every choice into the sink, finish each, and store choice 0."""
+        """Stream every choice into the sink (once more, shorter, after a length rejection),
+        finish each, and store choice 0."""
+        notes_before: list[str] = []
         try:
             request = ChatRequest(tuple(window.messages), params)
             await self._stream(request, sink, answer, journal)
+            if isinstance(answer.error, LLMContextTooLong) and not answer.texts:
+                window = await self._retry_shorter(
+                    answer.error, window, budget, rebuild, params, sink, answer, journal
+                )
+            answered = not isinstance(answer.error, LLMContextTooLong)
+            if window.dropped and answered and not meta.get("truncation_noted"):
+                notes_before.append(TRUNCATION_NOTE)
+                await self._store.update_meta(key, truncation_noted=True)
             for index, stream in answer.streams.items():
                 final = answer.final_text(index, notes_before if index == 0 else [])
                 outcome.results.append(await stream.finish(final))
@@ -181,6 +209,29 @@ class Answerer:
             log.exception("could not store the answer in %s", key)
             outcome.stored = False
 
+    async def _retry_shorter(
+        self,
+        error: LLMContextTooLong,
+        window: Window,
+        budget: Budget,
+        rebuild: Rebuild,
+        params: ChatParams,
+        sink: ReplySink,
+        answer: _Answer,
+        journal: AnswerJournal | None,
+    ) -> Window:
+        """After `window` was rejected for its length (`error`): learn the model's limit and
+        retry once with a window rebuilt for it, if that can help; returns the window last sent."""
+        retry = await self._limits.retry_window(params.model, error, window, budget, rebuild)
+        if not isinstance(retry, Window):
+            answer.error = retry  # says what happened instead of "try again"
+            return window
+        answer.restart()
+        await self._stream(ChatRequest(tuple(retry.messages), params), sink, answer, journal)
+        if isinstance(answer.error, LLMContextTooLong):
+            await self._limits.learn(params.model, answer.error, retry)
+        return retry
+
     async def _close_on_shutdown(
         self, answer: _Answer, notes_before: list[str], outcome: Outcome
     ) -> None:
@@ -198,7 +249,12 @@ class Answerer:
         outcome.results = [stream.result() for stream in answer.streams.values()]
 
     def _window(
-        self, inbound: Inbound, turns: list[Turn], meta: Mapping[str, Any], params: ChatParams
+        self,
+        inbound: Inbound,
+        turns: list[Turn],
+        meta: Mapping[str, Any],
+        params: ChatParams,
+        budget: Budget,
     ) -> Window:
         """The messages to send: system prompt and the newest turns since /new that fit."""
         since = int(meta.get("since_turn", 0))
@@ -208,8 +264,8 @@ class Answerer:
             self._config.system_prompt,
             prior,
             current,
-            context_tokens=self._config.context_window,
-            reply_tokens=self._reply_budget(params),
+            context_tokens=budget.context_tokens,
+            reply_tokens=budget.reply_tokens,
             counter=self._counter,
             model=params.model,
             name_for=self._name_for(inbound),
@@ -223,10 +279,11 @@ class Answerer:
         journal: AnswerJournal | None,
     ) -> None:
         """Feed the model's deltas to one reply stream per choice; record how it ended."""
-        answer.streams[0] = self._driver.open(sink)
-        if journal is not None:
-            journal.track(answer.streams[0], lambda: answer.texts.get(0, ""))
-        await answer.streams[0].start()
+        if 0 not in answer.streams:
+            answer.streams[0] = self._driver.open(sink)
+            if journal is not None:
+                journal.track(answer.streams[0], lambda: answer.texts.get(0, ""))
+            await answer.streams[0].start()
         try:
             async for event in self._llm.stream(request):
                 if isinstance(event, ContentDelta):
@@ -322,6 +379,11 @@ class Answerer:
         return name
 
 
+def _sends_max_tokens(params: ChatParams) -> bool:
+    """Whether the request carries a reply limit, which the server counts against the context."""
+    return bool(params.max_completion_tokens or params.max_tokens)
+
+
 def _labelled(text: str, index: int, choices: int) -> str:
     return f"**Answer {index + 1} of {choices}**\n\n{text}" if choices > 1 else text
 
@@ -335,6 +397,8 @@ def error_note(error: BaseException, *, has_text: bool) -> str:
         note = "something went wrong on my side"
     if has_text:
         return f"⚠️ _The answer stopped early: {note}._"
+    if isinstance(error, LLMError) and not error.retryable:
+        return f"⚠️ Sorry, {note}."  # says what happened; sending it again would not help
     return f"⚠️ Sorry, {note}. Please try again in a moment."
 
 

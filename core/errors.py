@@ -7,6 +7,7 @@ ThreadlineError
 │   ├── LLMUnavailable
 │   ├── LLMRateLimited(retry_after)
 │   ├── LLMRejected(status, message)
+│   │   └── LLMContextTooLong(limit, prompt_tokens)   the request does not fit the context
 │   └── LLMStreamError(message)          a stream that broke, errored or ended early
 ├── SinkError
 │   ├── SinkRateLimited(retry_after)
@@ -32,9 +33,14 @@ class ConfigError(ThreadlineError):
 
 
 class LLMError(ThreadlineError):
-    """The Chat Completions call failed."""
+    """The Chat Completions call failed.
+
+    `user_note` says what happened in words for the chat; `retryable` says whether sending the
+    same message again later can help (timeouts, server errors, rate limits, broken streams).
+    """
 
     user_note = "the language model failed"
+    retryable = True
 
 
 class LLMTimeout(LLMError):
@@ -63,11 +69,35 @@ class LLMRejected(LLMError):
     """The server refused the request (4xx other than 429)."""
 
     user_note = "the language model rejected the request"
+    retryable = False
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.user_note = f"the language model rejected the request (HTTP {status})"
+
+
+class LLMContextTooLong(LLMRejected):
+    """The server refused the request for its length: it does not fit the model's context.
+
+    `limit` is the context size in tokens when the server said it, `prompt_tokens` how many
+    tokens the server counted in the request when it said that.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        limit: int | None = None,
+        prompt_tokens: int | None = None,
+    ) -> None:
+        super().__init__(status, message)
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+        size = f" of {limit} tokens" if limit else ""
+        self.user_note = f"the conversation is too long for the model's context window{size}"
 
 
 class LLMStreamError(LLMError):

@@ -131,8 +131,9 @@ class ChatService:
     async def _apologise(self, sink: ReplySink, exc: BaseException) -> None:
         """Leave the user a short explanation; swallow a second failure."""
         note = exc.user_note if isinstance(exc, LLMError) else "something went wrong on my side"
+        retry = "" if isinstance(exc, LLMError) and not exc.retryable else " Please try again."
         try:
-            await self._driver.open(sink).finish(f"⚠️ Sorry, {note}. Please try again.")
+            await self._driver.open(sink).finish(f"⚠️ Sorry, {note}.{retry}")
         except Exception:
             log.exception("could not tell the user about the failure")
 

@@ -16,6 +16,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "Use Markdown for code and lists."
 )
 
+DEFAULT_CONTEXT_WINDOW = 128_000
+"""The context size when THREADLINE_CONTEXT_WINDOW is unset and the server publishes none."""
+
 AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com")
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
@@ -107,9 +110,10 @@ class Settings(BaseSettings):
     system_prompt: str = Field(
         default=DEFAULT_SYSTEM_PROMPT, validation_alias="THREADLINE_SYSTEM_PROMPT"
     )
-    context_window: int = Field(
-        default=128_000, ge=256, validation_alias="THREADLINE_CONTEXT_WINDOW"
+    context_window: int | None = Field(
+        default=None, ge=256, validation_alias="THREADLINE_CONTEXT_WINDOW"
     )
+    """None: what the server publishes for the model at start, else DEFAULT_CONTEXT_WINDOW."""
     reply_tokens: int = Field(default=4_096, ge=16, validation_alias="THREADLINE_REPLY_TOKENS")
     temperature: float | None = Field(default=None, validation_alias="THREADLINE_TEMPERATURE")
     top_p: float | None = Field(default=None, validation_alias="THREADLINE_TOP_P")
@@ -201,6 +205,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_reply_budget(self) -> Settings:
+        if self.context_window is None:
+            return self  # checked against the discovered window at start (bots.wiring)
         for name, value in (
             ("THREADLINE_REPLY_TOKENS", self.reply_tokens),
             ("THREADLINE_MAX_TOKENS", self.max_tokens),

@@ -22,6 +22,8 @@ from core.errors import (
     LLMTimeout,
 )
 from core.llm.chunks import Completion, StreamDecoder, decode_completion
+from core.llm.context_errors import context_error
+from core.llm.discovery import context_window_of, model_ids, props_context_window, server_root
 from core.llm.failures import (
     error_for_status,
     error_for_transport,
@@ -133,8 +135,36 @@ class ChatCompletionsClient:
 
     async def list_models(self) -> list[str]:
         """Model ids from GET /models; `LLMRejected` if the server has no such listing."""
-        url = self._url("models")
-        timeout = self._endpoint.connect_timeout + self._endpoint.first_token_timeout
+        return model_ids(await self._models_document())
+
+    async def published_context_window(self, model: str) -> int | None:
+        """The context size the server publishes for `model`, or None when it publishes none.
+
+        From `GET /models` (`max_model_len` from vLLM, `context_length` from OpenRouter), else
+        llama.cpp's `GET /props` (`n_ctx` per slot) at the server's root. Any failure (no such
+        endpoint, server down, no answer within 15 s) is logged and counts as "not published".
+        """
+        timeout = min(self._endpoint.connect_timeout + self._endpoint.first_token_timeout, 15.0)
+        try:
+            found = context_window_of(await self._models_document(timeout), model)
+        except LLMError as exc:
+            logger.info("no model listing at %s: %s", self._url("models"), exc)
+            found = None
+        if found is not None:
+            return found
+        url = f"{server_root(self._endpoint.base_url)}/props"
+        try:
+            return props_context_window(await self._get_json(url, timeout))
+        except LLMError as exc:
+            logger.info("no llama.cpp /props at %s: %s", url, exc)
+            return None
+
+    async def _models_document(self, seconds: float | None = None) -> Any:
+        return await self._get_json(self._url("models"), seconds)
+
+    async def _get_json(self, url: str, seconds: float | None = None) -> Any:
+        """GET `url` and decode its JSON body (None when it is not JSON); errors -> LLMError."""
+        timeout = seconds or self._endpoint.connect_timeout + self._endpoint.first_token_timeout
         try:
             async with asyncio.timeout(timeout):
                 response = await self._http.get(
@@ -153,17 +183,9 @@ class ChatCompletionsClient:
                 response.status_code, message, retry_after_seconds(response.headers)
             )
         try:
-            document = response.json()
+            return response.json()
         except ValueError:
-            document = None
-        models = document.get("data") if isinstance(document, dict) else None
-        if not isinstance(models, list):
-            raise LLMRejected(response.status_code, "the server's /models answer is not a list")
-        return [
-            model["id"]
-            for model in models
-            if isinstance(model, dict) and isinstance(model.get("id"), str)
-        ]
+            return None
 
     # -- one attempt ---------------------------------------------------------------------
 
@@ -272,7 +294,10 @@ class ChatCompletionsClient:
             self._adapt_to_refusal(body.decode("utf-8", errors="replace").lower(), payload)
         message = self._redact(message_from_body(body, response.reason_phrase))
         retry_after = retry_after_seconds(response.headers)
-        raise _StatusFailure(error_for_status(status, message, retry_after), retry_after)
+        error = context_error(status, body, message) or error_for_status(
+            status, message, retry_after
+        )
+        raise _StatusFailure(error, retry_after)
 
     def _adapt_to_refusal(self, body_text: str, payload: dict[str, Any]) -> None:
         """Switch off what a 400 said the server does not support, then ask for a resend."""

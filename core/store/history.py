@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.conversation import ConversationKey, Role, Turn, TurnStatus
 from core.errors import StoreError
+from core.store import limit_statements
 from core.store import statements as sql
 from core.store.engine import create_engine
 from core.store.failures import translate_errors
@@ -116,6 +117,7 @@ class HistoryStore:
             for upto in (False, True)
             for links in (False, True)
         }
+        self._lower_limit = limit_statements.lower_limit(dialect)
 
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True) -> HistoryStore:
@@ -575,6 +577,28 @@ class HistoryStore:
             return taken
 
         return await self._run("taking over stale answers", "write", work)
+
+    # -- per-model limits -------------------------------------------------------------------
+
+    async def model_limit(self, model: str) -> int | None:
+        """The context size (tokens) learned for `model`, or None when none was learned."""
+
+        def work(connection: Connection) -> int | None:
+            found = connection.execute(limit_statements.LIMIT_OF_MODEL, {"model": model})
+            value = found.scalar_one_or_none()
+            return None if value is None else int(value)
+
+        return await self._run("reading a model's context size", "single", work)
+
+    async def lower_model_limit(self, model: str, tokens: int) -> int:
+        """Store `tokens` as `model`'s context size unless a smaller one is stored; returns
+        the stored size. Atomic across processes: the smallest size anyone learned wins."""
+        params = {"model": model, "tokens": tokens, "now": _now()}
+
+        def work(connection: Connection) -> int:
+            return int(connection.execute(self._lower_limit, params).scalar_one())
+
+        return await self._run("storing a model's context size", "single", work)
 
     # -- helpers --------------------------------------------------------------------------
 

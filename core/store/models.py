@@ -136,3 +136,13 @@ class StreamingAnswer(SQLModel, table=True):
     target: str = Field(sa_column=Column(Text, nullable=False))
     open_message: str | None = None
     open_text: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+
+
+class ModelLimit(SQLModel, table=True):
+    """A model's context size as a server's length rejection taught it (only ever lowered)."""
+
+    __tablename__ = "model_limits"
+
+    model: str = Field(primary_key=True)
+    context_tokens: int
+    updated_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))

@@ -25,6 +25,7 @@ async def runtime_for(tmp_path: Path, **platform: str) -> AsyncIterator[Runtime]
         None,
         DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}",
         THREADLINE_USER_HASH_KEY="k" * 16,
+        THREADLINE_CONTEXT_WINDOW="8000",  # else start-up asks the (default, remote) server
         **platform,
     )
     runtime = await build_runtime(settings)

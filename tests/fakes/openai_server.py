@@ -5,6 +5,14 @@ scripted every chat request is answered with `echo: <last user message>`, stream
 word, with usage when the request asks for it. Tests script the next answers with
 `server.script(Reply(...), Fault.status(429, retry_after=1), ...)`, one step per request.
 
+With `context_size` set the fake enforces a context window the way the server named by
+`context_style` does, and answers an oversized request with that server's status and exact error
+body (see `CONTEXT_STYLES`). It counts a request's prompt tokens with `count_prompt_tokens`:
+characters / 4, rounded up, per message content, plus 4 per message and 3 for the reply; that
+is cruder than the service's estimate and on purpose not the same, as with a real server. With
+`publish_context` it also publishes the size where that server does: `max_model_len` (vLLM) or
+`context_length` (OpenRouter) in `GET /v1/models`, `n_ctx` in llama.cpp's `GET /props`.
+
 Run `python -m tests.fakes.openai_server --port 8000` to serve the default behaviour forever.
 """
 
@@ -14,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import random
 import re
 import socket
@@ -43,7 +52,11 @@ QUIRKS = frozenset(
         "no_done",  # end the stream without data: [DONE]
         "no_role_chunk",  # skip the initial {"role": "assistant"} chunk
         "ignore_stream",  # answer a streaming request with one JSON body (old local servers)
+        "context_usage",  # usage.prompt_tokens by count_prompt_tokens (on with context_size)
     }
+)
+CONTEXT_STYLES = frozenset(
+    {"openai", "vllm", "llamacpp", "openrouter", "groq", "ollama", "lmstudio"}
 )
 CREATED = 1_700_000_000
 DEFAULT_MODEL = "fake-model"
@@ -210,9 +223,18 @@ class FakeOpenAI(Served):
         models: Sequence[str] | None = (DEFAULT_MODEL,),
         supports_stream_options: bool = True,
         supports_max_tokens: bool = True,
+        context_size: int | None = None,
+        context_style: str = "openai",
+        publish_context: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        if context_style not in CONTEXT_STYLES:
+            raise ValueError(f"unknown context_style {context_style!r}: {sorted(CONTEXT_STYLES)}")
+        self.context_size = context_size
+        self.context_style = context_style
+        self.publish_context = publish_context
+        self.context_rejections = 0
         self.require_key = require_key
         self.models = models
         self.supports_stream_options = supports_stream_options
@@ -230,6 +252,7 @@ class FakeOpenAI(Served):
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._openai_chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/props", self._props)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=0.1, handler_cancellation=True
@@ -297,11 +320,47 @@ class FakeOpenAI(Served):
             return refusal
         if self.models is None:
             return _error_response(404, "Not Found", "openai", kind="not_found_error")
-        data = [
-            {"id": model, "object": "model", "created": CREATED, "owned_by": "fake"}
-            for model in self.models
-        ]
+        data = [self._model_entry(model) for model in self.models]
         return web.json_response({"object": "list", "data": data})
+
+    def _model_entry(self, model: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": model,
+            "object": "model",
+            "created": CREATED,
+            "owned_by": "fake",
+        }
+        size = self.context_size if self.publish_context else None
+        if size is None:
+            return entry
+        if self.context_style == "vllm":
+            entry.update(owned_by="vllm", root=model, parent=None, max_model_len=size)
+        elif self.context_style == "openrouter":
+            entry.update(
+                canonical_slug=model,
+                context_length=size,
+                top_provider={"context_length": size, "max_completion_tokens": None},
+            )
+        elif self.context_style == "llamacpp":
+            # llama.cpp lists the size the model was trained with, not the server's context.
+            entry.update(owned_by="llamacpp", meta={"n_ctx_train": size * 64, "n_params": 1})
+        return entry
+
+    async def _props(self, request: web.Request) -> web.StreamResponse:
+        """llama.cpp's server properties; other servers have no such endpoint (404)."""
+        await self._record(request)
+        size = self.context_size if self.publish_context else None
+        if self.context_style != "llamacpp" or size is None:
+            return web.Response(status=404, text="404 Not Found")
+        return web.json_response(
+            {
+                "default_generation_settings": {"n_ctx": size, "params": {"n_predict": -1}},
+                "total_slots": 1,
+                "model_path": "/models/fake.gguf",
+                "chat_template": "",
+                "build_info": "b0000-fake",
+            }
+        )
 
     async def _chat(self, request: web.Request, azure: bool) -> web.StreamResponse:
         body = await self._record(request)
@@ -312,11 +371,16 @@ class FakeOpenAI(Served):
             return _error_response(400, "Missing required query parameter: api-version", "openai")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error_response(400, "'messages' is a required property", "openai")
+        too_long = self._reject_too_long(body)
+        if too_long is not None:
+            return too_long  # before any scripted step: that one is for the next request
         step = self._steps.popleft() if self._steps else Reply()
         fault = step if isinstance(step, Fault) else None
         reply = step.reply if isinstance(step, Fault) else step
         if azure:
             reply = replace(reply, quirks={*reply.quirks, "azure_first_chunk"})
+        if self.context_size is not None:
+            reply = replace(reply, quirks={*reply.quirks, "context_usage"})
         rejection = self._reject_unsupported(body, fault)
         if rejection is not None:
             return rejection
@@ -365,6 +429,26 @@ class FakeOpenAI(Served):
             code="invalid_api_key",
         )
 
+    def _reject_too_long(self, body: dict[str, Any]) -> web.Response | None:
+        """The server's answer to a request that does not fit `context_size`, or None."""
+        size = self.context_size
+        if size is None:
+            return None
+        prompt = count_prompt_tokens(body)
+        completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        completion = completion if isinstance(completion, int) else 0
+        style = self.context_style
+        if style == "llamacpp":
+            fits = prompt < size  # llama-server checks the prompt alone
+        elif style in ("ollama", "lmstudio"):
+            fits = prompt <= size
+        else:
+            fits = prompt + completion <= size
+        if fits:
+            return None
+        self.context_rejections += 1
+        return web.json_response(context_error_body(style, size, prompt, completion), status=400)
+
     def _reject_unsupported(self, body: dict[str, Any], fault: Fault | None) -> web.Response | None:
         kind = fault.kind if fault is not None else None
         if "stream_options" in body and (
@@ -388,6 +472,109 @@ class FakeOpenAI(Served):
                 code="unsupported_parameter",
             )
         return None
+
+
+# -- context sizes ---------------------------------------------------------------------
+
+
+def count_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """The fake's count of a request's prompt: ceil(chars / 4) per content, 4 per message
+    (5 with a name), 3 for the reply."""
+    total = 3
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        text = content if isinstance(content, str) else json.dumps(content or "")
+        total += 4 + math.ceil(len(text) / 4) + (1 if message.get("name") else 0)
+    return total
+
+
+def context_error_body(style: str, size: int, prompt: int, completion: int) -> dict[str, Any]:
+    """The exact error body each server sends for a request longer than its context."""
+    requested = prompt + completion
+    if style == "openai":
+        if completion:
+            message = (
+                f"This model's maximum context length is {size} tokens. However, you requested "
+                f"{requested} tokens ({prompt} in the messages, {completion} in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+        else:
+            message = (
+                f"This model's maximum context length is {size} tokens. However, your messages "
+                f"resulted in {prompt} tokens. Please reduce the length of the messages."
+            )
+        return {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+    if style == "vllm":
+        return {
+            "object": "error",
+            "message": (
+                f"This model's maximum context length is {size} tokens. However, you requested "
+                f"{requested} tokens ({prompt} in the messages, {completion} in the completion). "
+                "Please reduce the length of the messages or completion."
+            ),
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    if style == "llamacpp":
+        return {
+            "error": {
+                "code": 400,
+                "message": (
+                    f"request ({prompt} tokens) exceeds the available context size ({size} tokens)"
+                ),
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": prompt,
+                "n_ctx": size,
+            }
+        }
+    if style == "openrouter":
+        return {
+            "error": {
+                "message": (
+                    f"This endpoint's maximum context length is {size} tokens. However, you "
+                    f"requested about {requested} tokens ({prompt} of text input, {completion} "
+                    "in the output). Please reduce the length of either one, or use the "
+                    '"middle-out" transform to compress your prompt automatically.'
+                ),
+                "code": 400,
+                "metadata": {"provider_name": None},
+            }
+        }
+    if style == "groq":
+        return {
+            "error": {
+                "message": "Please reduce the length of the messages or completion.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
+    if style == "ollama":
+        return {
+            "error": {
+                "message": "the input length exceeds the context length",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    return {  # lmstudio
+        "error": (
+            "The number of tokens to keep from the initial prompt is greater than the context "
+            f"length (n_keep: {prompt}>= n_ctx: {size}). Try to load the model with a larger "
+            "context length, or provide a shorter input."
+        )
+    }
 
 
 # -- answers -------------------------------------------------------------------------
@@ -436,12 +623,15 @@ def _pieces(text: str, reply: Reply, choice: int) -> list[str]:
     return pieces
 
 
-def _usage(body: Mapping[str, Any], completion_tokens: int) -> dict[str, int]:
-    prompt = sum(
-        len(str(message.get("content", "")).split())
-        for message in body.get("messages") or []
-        if isinstance(message, dict)
-    )
+def _usage(body: Mapping[str, Any], reply: Reply, completion_tokens: int) -> dict[str, int]:
+    if reply.has("context_usage"):
+        prompt = count_prompt_tokens(body)  # the count the context size is enforced with
+    else:
+        prompt = sum(
+            len(str(message.get("content", "")).split())
+            for message in body.get("messages") or []
+            if isinstance(message, dict)
+        )
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion_tokens,
@@ -518,7 +708,7 @@ def _whole_answer(body: Mapping[str, Any], reply: Reply, fault: Fault | None) ->
         choices.append(
             {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
         )
-    usage = _usage(body, sum(len(_pieces(text, reply, i)) for i, text in enumerate(texts)))
+    usage = _usage(body, reply, sum(len(_pieces(text, reply, i)) for i, text in enumerate(texts)))
     document: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -614,7 +804,7 @@ class _StreamWriter:
             await self._write_json(
                 self._chunk([{"index": 0, "finish_reason": None, "content_filter_results": {}}])
             )
-        usage = _usage(self._body, sum(len(p) for p in pieces))
+        usage = _usage(self._body, reply, sum(len(p) for p in pieces))
         send_finish = reply.finish_reason is not None and not (
             fault is not None and fault.kind == "no_finish_reason"
         )

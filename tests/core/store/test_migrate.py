@@ -16,13 +16,20 @@ from sqlmodel import SQLModel
 from core.store import HistoryStore, current_revision, head_revision, upgrade
 from core.store.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine
 
-TABLES = {"conversations", "messages", "platform_messages", "processed_events"}
+TABLES = {
+    "conversations",
+    "messages",
+    "platform_messages",
+    "processed_events",
+    "model_limits",
+    "streaming_answers",
+}
 
 
 async def test_fresh_database_has_no_revision_until_upgraded(db_url: str) -> None:
     assert await current_revision(db_url) is None
     assert await upgrade(db_url) == head_revision()
-    assert await current_revision(db_url) == head_revision() == "0002"
+    assert await current_revision(db_url) == head_revision() == "0003"
 
 
 async def test_upgrade_is_idempotent(db_url: str) -> None:
