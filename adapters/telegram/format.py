@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import pyromark
 from telegramify_markdown import convert
+from telegramify_markdown.converter import STANDARD_OPTIONS
 
 from core.streaming import count_utf16
 
@@ -17,14 +20,47 @@ MAX_ENTITIES = 100
 """Telegram renders at most this many entities per message; the rest are dropped here."""
 
 _CONTAINERS = frozenset({"pre", "code"})
+_SHIELDS = frozenset({"pre", "code", "text_link"})
+
+_KEPT_TYPES = frozenset(
+    {
+        "bold",
+        "italic",
+        "underline",
+        "strikethrough",
+        "code",
+        "pre",
+        "blockquote",
+        "expandable_blockquote",
+        "text_link",
+    }
+)
+"""Entity types the renderer may send: formatting only, never a mention or a custom emoji."""
+
+_SAFE_URL = re.compile(r"(?:https?://|mailto:)[^\s]+\Z", re.IGNORECASE)
+"""Link targets kept as `text_link`; any other (`tg://user?id=`, a mention) stays plain text."""
+
+_LITERAL = re.compile(r"[<&]|\|(?=\|)")
+"""Characters the Markdown parser would not show as written: `<` opens HTML (dropped by the
+converter), `&` an entity reference (`&amp;` shown as `&`), `||` a spoiler (markers dropped)."""
+
+_NEUTRAL = re.compile(r"[<&]")
+
+_USERNAME = re.compile(r"(?<![A-Za-z0-9_])@[A-Za-z0-9_]{3,}")
+"""What Telegram turns into a `mention` of a user by itself (`@username`), which notifies them."""
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """One message as Telegram takes it: `text` and `entities` (Bot API dicts, UTF-16 offsets)."""
+    """One message as Telegram takes it: `text` and `entities` (Bot API dicts, UTF-16 offsets).
+
+    `plain_entities` is what a plain-text fallback still sends (when Telegram refuses the
+    formatting): only the `code` guards that stop `@username` from notifying anyone.
+    """
 
     text: str
     entities: tuple[dict[str, Any], ...]
+    plain_entities: tuple[dict[str, Any], ...] = ()
 
     @property
     def length(self) -> int:
@@ -70,14 +106,116 @@ def rendered_length(markdown: str) -> int:
 
 def _render(markdown: str) -> Rendered:
     try:
-        text, raw = convert(markdown)
+        text, raw = convert(literal_markup(markdown))
     except Exception:  # the renderer must never stop an answer: show the source instead
-        return Rendered(markdown, ())
+        return _plain(markdown)
     if not text.strip():
-        return Rendered(markdown.strip() or markdown, ())
+        return _plain(markdown.strip() or markdown)
     size = count_utf16(text)
-    entities = [entity.to_dict() for entity in raw]
-    return Rendered(text, tuple(clean_entities(entities, size)))
+    entities = safe_entities([entity.to_dict() for entity in raw])
+    entities = _guard_usernames(text, entities) + entities
+    plain = clean_entities(_guard_usernames(text, []), size)
+    return Rendered(text, tuple(clean_entities(entities, size)), tuple(plain))
+
+
+def _plain(text: str) -> Rendered:
+    """`text` shown as it is, with its `@username` guards."""
+    guards = tuple(clean_entities(_guard_usernames(text, []), count_utf16(text)))
+    return Rendered(text, guards, guards)
+
+
+def literal_markup(markdown: str) -> str:
+    """`markdown` with `<`, `&` and `||` outside code and math backslash-escaped.
+
+    CommonMark reads `<div>`, `List<String>` or `<!channel>` as inline or block HTML, which the
+    converter drops, and `&amp;` as an entity reference; escaped, they are shown as written.
+    Code spans, code blocks and math are verbatim in Markdown, so they are left alone; a
+    character the model already escaped (`\\<`) is not escaped twice. The parse that finds
+    code sees `<` and `&` as plain text, as the escaped result will be read.
+    """
+    if _LITERAL.search(markdown) is None:
+        return markdown
+    verbatim = _verbatim_chars(markdown)
+    out: list[str] = []
+    last = 0
+    for match in _LITERAL.finditer(markdown):
+        pos = match.start()
+        if verbatim[pos] or _escaped(markdown, pos):
+            continue
+        out.append(markdown[last:pos])
+        out.append("\\")
+        last = pos
+    out.append(markdown[last:])
+    return "".join(out)
+
+
+def safe_entities(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only formatting entities, and links only to web or mail addresses.
+
+    A `text_link` to `tg://user?id=…` becomes a user mention (`text_mention`) in Telegram, and
+    other `tg:` links open chats or act on the reader's account: model output keeps the link's
+    text as plain text instead.
+    """
+    return [
+        entity
+        for entity in entities
+        if entity["type"] in _KEPT_TYPES
+        and (entity["type"] != "text_link" or _SAFE_URL.match(str(entity.get("url", ""))))
+    ]
+
+
+def _guard_usernames(text: str, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A `code` entity over each `@username` in prose, so Telegram does not mention anyone.
+
+    Telegram detects `@username` in every message and notifies that user; it skips text under
+    a `code`, `pre` or `text_link` entity. The characters stay as the model wrote them (shown
+    in monospace). The guard stops where a formatting entity starts or ends, so it nests.
+    """
+    if "@" not in text:
+        return []
+    spans = [(e["offset"], e["offset"] + e["length"], e["type"]) for e in entities]
+    guards: list[dict[str, Any]] = []
+    for match in _USERNAME.finditer(text):
+        start = count_utf16(text[: match.start()])
+        end = start + count_utf16(match.group())
+        if any(s <= start and end <= e and kind in _SHIELDS for s, e, kind in spans):
+            continue
+        for s, e, _kind in spans:
+            if s <= start < e < end:
+                end = e  # the entity ends inside the name: the guard ends with it
+            elif start < s < end:
+                end = s  # one starts inside: the guard ends before it
+        guards.append({"type": "code", "offset": start, "length": end - start})
+    return guards
+
+
+def _escaped(text: str, pos: int) -> bool:
+    """Whether the character at `pos` follows an odd run of backslashes (already escaped)."""
+    count = 0
+    while pos > count and text[pos - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
+
+
+def _verbatim_chars(markdown: str) -> list[bool]:
+    """Per character of `markdown`: inside a code span, a code block or math."""
+    probe = _NEUTRAL.sub("%", markdown)  # same UTF-8 length, no HTML or entity references
+    data = probe.encode("utf-8")
+    marks = bytearray(len(data) + 1)
+    for event, span in pyromark.events_with_range(probe, options=STANDARD_OPTIONS):
+        if not isinstance(event, dict):
+            continue
+        start = event.get("Start")
+        if (isinstance(start, dict) and "CodeBlock" in start) or any(
+            key in event for key in ("Code", "InlineMath", "DisplayMath")
+        ):
+            marks[span["start"] : span["end"]] = b"\x01" * (span["end"] - span["start"])
+    verbatim: list[bool] = []
+    offset = 0
+    for char in markdown:
+        verbatim.append(marks[offset] == 1)
+        offset += len(char.encode("utf-8"))
+    return verbatim
 
 
 def clean_entities(entities: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
