@@ -47,10 +47,10 @@ def to_mrkdwn(text: str) -> str:
     out: list[str] = []
     pos = 0
     for match in _CODE.finditer(text):
-        out.append(_prose(text[pos : match.start()]))
+        out.append(_prose(text, pos, match.start()))
         out.append(_code(match))
         pos = match.end()
-    out.append(_prose(text[pos:]))
+    out.append(_prose(text, pos, len(text)))
     return "".join(out)
 
 
@@ -62,10 +62,24 @@ def _code(match: re.Match[str]) -> str:
     return "```\n" + escape(body) + "\n```"
 
 
-def _prose(text: str) -> str:
+def _prose(source: str, start: int, end: int) -> str:
+    """The prose `source[start:end]` in mrkdwn; code may share its first and last line.
+
+    A line is a rule only if all of it lies in this prose (`- **` before a code span on its
+    line is not a rule), and a heading or a list item only if it starts in it.
+    """
+    text = source[start:end]
     if not text:
         return text
+    opens_line = start == 0 or source[start - 1] == "\n"
+    closes_line = end == len(source) or source[end] == "\n"
     saved: list[str] = []
+
+    def line_start(match: re.Match[str]) -> bool:
+        return opens_line or match.start() > 0
+
+    def whole_line(match: re.Match[str]) -> bool:
+        return line_start(match) and (closes_line or match.end() < len(text))
 
     def keep(rendered: str) -> str:
         saved.append(rendered)
@@ -81,15 +95,24 @@ def _prose(text: str) -> str:
 
     text = _LINK.sub(link, text)
     text = escape(text)
-    text = _RULE.sub("──────────", text)
-    text = _HEADING.sub(lambda m: keep(f"*{_strip_emphasis(m.group('title'))}*"), text)
+    text = _RULE.sub(lambda m: "──────────" if whole_line(m) else m.group(0), text)
+    text = _HEADING.sub(
+        lambda m: keep(_heading(m)) if line_start(m) else m.group(0),
+        text,
+    )
     text = _BOLD.sub(lambda m: keep(f"*{_strip_emphasis(m.group('body'))}*"), text)
     text = _STRIKE.sub(lambda m: keep(f"~{m.group('body')}~"), text)
-    text = _BULLET.sub(lambda m: f"{m.group('indent')}• ", text)
+    text = _BULLET.sub(lambda m: f"{m.group('indent')}• " if line_start(m) else m.group(0), text)
     text = _ITALIC_STAR.sub(lambda m: f"_{m.group('body')}_", text)
     while _PLACEHOLDER_RE.search(text):  # a placeholder may hold others (a bold link)
         text = _PLACEHOLDER_RE.sub(lambda m: saved[int(m.group(1))], text)
     return text
+
+
+def _heading(match: re.Match[str]) -> str:
+    """A heading as a bold line; space after it stays (code may follow on the line)."""
+    line = match.group(0)
+    return f"*{_strip_emphasis(match.group('title'))}*" + line[len(line.rstrip(" \t")) :]
 
 
 def _strip_emphasis(text: str) -> str:
