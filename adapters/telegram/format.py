@@ -40,11 +40,26 @@ _KEPT_TYPES = frozenset(
 _SAFE_URL = re.compile(r"(?:https?://|mailto:)[^\s]+\Z", re.IGNORECASE)
 """Link targets kept as `text_link`; any other (`tg://user?id=`, a mention) stays plain text."""
 
-_LITERAL = re.compile(r"[<&]|\|(?=\|)")
+_LITERAL = re.compile(r"[<&$]|\|(?=\|)")
 """Characters the Markdown parser would not show as written: `<` opens HTML (dropped by the
-converter), `&` an entity reference (`&amp;` shown as `&`), `||` a spoiler (markers dropped)."""
+converter), `&` an entity reference (`&amp;` shown as `&`), `$` math (`$a and b$` loses its
+dollars and becomes code), `||` a spoiler (markers dropped)."""
 
-_NEUTRAL = re.compile(r"[<&]")
+_NEUTRAL = re.compile(r"[<&$]")
+
+_BLOCK_TAGS = (
+    "address|article|aside|base|basefont|blockquote|body|caption|center|col|colgroup|dd|"
+    "details|dialog|dir|div|dl|dt|fieldset|figcaption|figure|footer|form|frame|frameset|h[1-6]|"
+    "head|header|hr|html|iframe|legend|li|link|main|menu|menuitem|nav|noframes|ol|optgroup|"
+    "option|p|param|search|section|summary|table|tbody|td|tfoot|th|thead|title|tr|track|ul"
+)
+_INTERRUPTING_HTML = re.compile(
+    rf"(?<=\n)[ ]{{0,3}}(?=<(?:(?:script|pre|style|textarea)(?:[\s>]|$)|!--|\?|![A-Za-z]"
+    rf"|!\[CDATA\[|/?(?:{_BLOCK_TAGS})(?:[\s>]|/>|$)))",
+    re.IGNORECASE,
+)
+"""A line inside a code span that starts HTML able to interrupt a paragraph (CommonMark HTML
+blocks 1-6): unescaped, it would end the paragraph and the code span with it."""
 
 _USERNAME = re.compile(r"(?<![A-Za-z0-9_])@[A-Za-z0-9_]{3,}")
 """What Telegram turns into a `mention` of a user by itself (`@username`), which notifies them."""
@@ -125,13 +140,14 @@ def _plain(text: str) -> Rendered:
 
 
 def literal_markup(markdown: str) -> str:
-    """`markdown` with `<`, `&` and `||` outside code and math backslash-escaped.
+    """`markdown` with `<`, `&`, `$` and `||` outside code backslash-escaped.
 
     CommonMark reads `<div>`, `List<String>` or `<!channel>` as inline or block HTML, which the
-    converter drops, and `&amp;` as an entity reference; escaped, they are shown as written.
-    Code spans, code blocks and math are verbatim in Markdown, so they are left alone; a
-    character the model already escaped (`\\<`) is not escaped twice. The parse that finds
-    code sees `<` and `&` as plain text, as the escaped result will be read.
+    converter drops, and `&amp;` as an entity reference; the math extension reads `$a and b$`
+    as math, and the converter `||x||` as a spoiler. Escaped, they are shown as written. Code
+    spans and blocks are verbatim in Markdown, so they are left alone; a character the model
+    already escaped (`\\<`) is not escaped twice. The parse that finds code sees `<`, `&` and
+    `$` as plain text, as the escaped result will be read.
     """
     if _LITERAL.search(markdown) is None:
         return markdown
@@ -198,24 +214,28 @@ def _escaped(text: str, pos: int) -> bool:
 
 
 def _verbatim_chars(markdown: str) -> list[bool]:
-    """Per character of `markdown`: inside a code span, a code block or math."""
-    probe = _NEUTRAL.sub("%", markdown)  # same UTF-8 length, no HTML or entity references
+    """Per character of `markdown`: inside a code span or a code block."""
+    probe = _NEUTRAL.sub("%", markdown)  # same UTF-8 length, no HTML, entities or math
     data = probe.encode("utf-8")
-    marks = bytearray(len(data) + 1)
+    marks = bytearray(len(data) + 1)  # 1: code block, 2: code span
     for event, span in pyromark.events_with_range(probe, options=STANDARD_OPTIONS):
         if not isinstance(event, dict):
             continue
         start = event.get("Start")
-        if (isinstance(start, dict) and "CodeBlock" in start) or any(
-            key in event for key in ("Code", "InlineMath", "DisplayMath")
-        ):
-            marks[span["start"] : span["end"]] = b"\x01" * (span["end"] - span["start"])
-    verbatim: list[bool] = []
+        kind = (
+            1 if isinstance(start, dict) and "CodeBlock" in start else 2 if "Code" in event else 0
+        )
+        if kind:
+            marks[span["start"] : span["end"]] = bytes([kind]) * (span["end"] - span["start"])
+    kinds: list[int] = []
     offset = 0
     for char in markdown:
-        verbatim.append(marks[offset] == 1)
+        kinds.append(marks[offset])
         offset += len(char.encode("utf-8"))
-    return verbatim
+    for line in _INTERRUPTING_HTML.finditer(markdown):
+        if kinds[line.end()] == 2:
+            kinds[line.end()] = 0  # escaped: the code span stays one (showing a backslash)
+    return [kind != 0 for kind in kinds]
 
 
 def clean_entities(entities: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:

@@ -56,6 +56,27 @@ def test_entity_references_and_spoiler_bars_stay_literal() -> None:
     assert _shown(text) == (text, ())
 
 
+def test_dollar_signs_stay_and_nothing_becomes_math() -> None:
+    text = "costs $a and b$ or $$x$$ and `$y$`"
+    assert _shown(text) == ("costs $a and b$ or $$x$$ and $y$", ())
+    assert [e["type"] for e in render(text).entities] == ["code"]  # only the code span
+
+
+def test_a_code_span_across_lines_keeps_a_line_that_looks_like_an_html_block() -> None:
+    # unescaped, "<div>" at a line start ends the paragraph and the text after it was dropped
+    assert _shown("see `a\n<div>b` end")[0] == "see a \\<div>b end"
+
+
+@pytest.mark.parametrize(
+    ("growing", "shown"),
+    [("say \\*not", "say *not"), ("say \\~~no", "say ~~no"), ("a \\**b", "a *b")],
+)
+def test_a_preview_does_not_close_an_escaped_marker(growing: str, shown: str) -> None:
+    # the preview closed `\*not` as if it were emphasis: "*not*" showed a `*` never written
+    preview = GrowingPreview(MAX_MESSAGE_LENGTH, rendered_length).preview(growing)
+    assert _shown(preview) == (shown, ())
+
+
 def test_html_inside_code_stays_code() -> None:
     rendered = render("`<b>` and\n\n```html\n<div>&amp;</div>\n```")
     assert rendered.text == "<b> and\n\n<div>&amp;</div>"
