@@ -19,6 +19,7 @@ _BOLD = re.compile(r"(\*\*|__)(?=\S)(?P<body>.+?)(?<=\S)\1", re.DOTALL)
 _ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(?P<body>[^*\n]+?)(?<=\S)\*(?![\w*])")
 _STRIKE = re.compile(r"~~(?=\S)(?P<body>.+?)(?<=\S)~~", re.DOTALL)
 _RULE = re.compile(r"^[ ]{0,3}(?:[-*_][ \t]*){3,}$", re.MULTILINE)
+_ESCAPED = re.compile(r"\\[!-/:-@\[-`{-~]")  # a Markdown backslash escape: `\*` is a literal `*`
 _PLACEHOLDER = "\x00{}\x00"
 _PLACEHOLDER_RE = re.compile(r"\x00(\d+)\x00")
 
@@ -93,6 +94,7 @@ def _prose(source: str, start: int, end: int) -> str:
         rendered = f"<{escape(url)}|{escape(label)}>" if label else f"<{escape(url)}>"
         return keep(rendered)
 
+    text = _ESCAPED.sub(lambda m: keep(escape(m.group(0))), text)  # mrkdwn has no escapes
     text = _LINK.sub(link, text)
     text = escape(text)
     text = _RULE.sub(lambda m: "──────────" if whole_line(m) else m.group(0), text)

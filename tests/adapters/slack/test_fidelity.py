@@ -112,3 +112,10 @@ def test_every_native_stream_stage_shows_the_model_text_without_markdown(text: s
 )
 def test_an_entity_reference_in_a_native_stream_is_shown_as_written() -> None:
     assert show_markdown(to_markdown_text("x &amp; y &lt; z")).text == "x &amp; y &lt; z"
+
+
+def test_a_backslash_escape_stays_literal_instead_of_becoming_italic() -> None:
+    # was "\_not bold\_": the model's literal asterisks became italic markers
+    assert to_mrkdwn("\\*not bold\\* and \\[x](https://e.com)") == (
+        "\\*not bold\\* and \\[x](https://e.com)"
+    )
