@@ -13,7 +13,7 @@ _CODE = re.compile(
 )
 _LINK = re.compile(r"!?\[(?P<label>[^\[\]\n]*)\]\((?P<url>[^()\s]+)(?:\s+\"[^\"\n]*\")?\)")
 _SAFE_URL = re.compile(r"(?:https?://|mailto:)[^\s<>|]+\Z", re.IGNORECASE)
-_HEADING = re.compile(r"^[ ]{0,3}#{1,6}[ \t]+(?P<title>.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+_HEADING = re.compile(r"^[ ]{0,3}#{1,6}[ \t]+(?P<title>.+?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
 _BULLET = re.compile(r"^(?P<indent>[ \t]*)[-*+][ \t]+", re.MULTILINE)
 _BOLD = re.compile(r"(\*\*|__)(?=\S)(?P<body>.+?)(?<=\S)\1", re.DOTALL)
 _ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(?P<body>[^*\n]+?)(?<=\S)\*(?![\w*])")

@@ -119,3 +119,11 @@ def test_a_backslash_escape_stays_literal_instead_of_becoming_italic() -> None:
     assert to_mrkdwn("\\*not bold\\* and \\[x](https://e.com)") == (
         "\\*not bold\\* and \\[x](https://e.com)"
     )
+
+
+@pytest.mark.parametrize(("text", "shown"), [("## Why C#", "Why C#"), ("# T ##", "T")])
+def test_a_heading_loses_only_a_closing_sequence_after_a_space(text: str, shown: str) -> None:
+    # "## Why C#" showed "Why C": a "#" without a space before it is text, not a closer
+    preview = GrowingPreview(TEXT_LIMIT, _mrkdwn_length).preview(text + "\n\nmo")
+    assert show_mrkdwn(to_mrkdwn(text)).text == shown
+    assert show_mrkdwn(to_mrkdwn(preview)).text == shown + "\n\nmo"
