@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,8 @@ converter), `&` an entity reference (`&amp;` shown as `&`), `$` math (`$a and b$
 dollars and becomes code), `||` a spoiler (markers dropped)."""
 
 _NEUTRAL = re.compile(r"[<&$]")
+
+_MAY_HOLD_CODE = re.compile(r"`|~~~|(?:^|\n)(?: {0,3}\t| {4})")
 
 _BLOCK_TAGS = (
     "address|article|aside|base|basefont|blockquote|body|caption|center|col|colgroup|dd|"
@@ -128,14 +131,15 @@ def _render(markdown: str) -> Rendered:
         return _plain(markdown.strip() or markdown)
     size = count_utf16(text)
     entities = safe_entities([entity.to_dict() for entity in raw])
-    entities = _guard_usernames(text, entities) + entities
-    plain = clean_entities(_guard_usernames(text, []), size)
+    names = _usernames(text)
+    entities = _guard_usernames(names, entities) + entities
+    plain = clean_entities(_guard_usernames(names, []), size)
     return Rendered(text, tuple(clean_entities(entities, size)), tuple(plain))
 
 
 def _plain(text: str) -> Rendered:
     """`text` shown as it is, with its `@username` guards."""
-    guards = tuple(clean_entities(_guard_usernames(text, []), count_utf16(text)))
+    guards = tuple(clean_entities(_guard_usernames(_usernames(text), []), count_utf16(text)))
     return Rendered(text, guards, guards)
 
 
@@ -151,12 +155,20 @@ def literal_markup(markdown: str) -> str:
     """
     if _LITERAL.search(markdown) is None:
         return markdown
-    verbatim = _verbatim_chars(markdown)
+    code = _code_ranges(markdown)
+    starts = [start for start, _end, _span in code]
+    unshielded = {
+        line.end()
+        for line in _INTERRUPTING_HTML.finditer(markdown)
+        if (found := _range_at(code, starts, line.end())) is not None and found[2]
+    }  # escaped: the code span stays one (it shows a backslash there), no text is dropped
     out: list[str] = []
     last = 0
     for match in _LITERAL.finditer(markdown):
         pos = match.start()
-        if verbatim[pos] or _escaped(markdown, pos):
+        if _range_at(code, starts, pos) is not None and pos not in unshielded:
+            continue
+        if _escaped(markdown, pos):
             continue
         out.append(markdown[last:pos])
         out.append("\\")
@@ -180,20 +192,32 @@ def safe_entities(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _guard_usernames(text: str, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _usernames(text: str) -> list[tuple[int, int]]:
+    """Where Telegram would find `@username` in `text`: (start, end) in UTF-16 units."""
+    if "@" not in text:
+        return []
+    found: list[tuple[int, int]] = []
+    pos = units = 0
+    for match in _USERNAME.finditer(text):
+        units += count_utf16(text[pos : match.start()])
+        length = count_utf16(match.group())
+        found.append((units, units + length))
+        units, pos = units + length, match.end()
+    return found
+
+
+def _guard_usernames(
+    names: list[tuple[int, int]], entities: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """A `code` entity over each `@username` in prose, so Telegram does not mention anyone.
 
     Telegram detects `@username` in every message and notifies that user; it skips text under
     a `code`, `pre` or `text_link` entity. The characters stay as the model wrote them (shown
     in monospace). The guard stops where a formatting entity starts or ends, so it nests.
     """
-    if "@" not in text:
-        return []
     spans = [(e["offset"], e["offset"] + e["length"], e["type"]) for e in entities]
     guards: list[dict[str, Any]] = []
-    for match in _USERNAME.finditer(text):
-        start = count_utf16(text[: match.start()])
-        end = start + count_utf16(match.group())
+    for start, end in names:
         if any(s <= start and end <= e and kind in _SHIELDS for s, e, kind in spans):
             continue
         for s, e, _kind in spans:
@@ -213,29 +237,39 @@ def _escaped(text: str, pos: int) -> bool:
     return count % 2 == 1
 
 
-def _verbatim_chars(markdown: str) -> list[bool]:
-    """Per character of `markdown`: inside a code span or a code block."""
+def _code_ranges(markdown: str) -> list[tuple[int, int, bool]]:
+    """(start, end, is a code span) of every code span and code block, in character offsets."""
+    if not _MAY_HOLD_CODE.search(markdown):
+        return []  # no backquote, tilde fence or indented line: no code (and no parse)
     probe = _NEUTRAL.sub("%", markdown)  # same UTF-8 length, no HTML, entities or math
     data = probe.encode("utf-8")
-    marks = bytearray(len(data) + 1)  # 1: code block, 2: code span
+    found: list[tuple[int, int, bool]] = []
     for event, span in pyromark.events_with_range(probe, options=STANDARD_OPTIONS):
         if not isinstance(event, dict):
             continue
         start = event.get("Start")
-        kind = (
-            1 if isinstance(start, dict) and "CodeBlock" in start else 2 if "Code" in event else 0
-        )
-        if kind:
-            marks[span["start"] : span["end"]] = bytes([kind]) * (span["end"] - span["start"])
-    kinds: list[int] = []
-    offset = 0
-    for char in markdown:
-        kinds.append(marks[offset])
-        offset += len(char.encode("utf-8"))
-    for line in _INTERRUPTING_HTML.finditer(markdown):
-        if kinds[line.end()] == 2:
-            kinds[line.end()] = 0  # escaped: the code span stays one (showing a backslash)
-    return [kind != 0 for kind in kinds]
+        if (isinstance(start, dict) and "CodeBlock" in start) or "Code" in event:
+            found.append((span["start"], span["end"], "Code" in event))
+    found.sort()
+    ranges: list[tuple[int, int, bool]] = []
+    byte, char = 0, 0
+    for start, end, is_span in found:  # byte offsets to character offsets, left to right
+        if start < byte:
+            continue  # inside the previous range
+        char += len(data[byte:start].decode("utf-8"))
+        length = len(data[start:end].decode("utf-8"))
+        ranges.append((char, char + length, is_span))
+        byte, char = end, char + length
+    return ranges
+
+
+def _range_at(
+    ranges: list[tuple[int, int, bool]], starts: list[int], pos: int
+) -> tuple[int, int, bool] | None:
+    index = bisect_right(starts, pos) - 1
+    if index >= 0 and pos < ranges[index][1]:
+        return ranges[index]
+    return None
 
 
 def clean_entities(entities: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
