@@ -67,7 +67,7 @@ async def test_model_mentions_do_not_ping_in_posts_edits_or_finals() -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     derandomize=True,
     database=None,

@@ -57,7 +57,7 @@ def test_the_renderer_notifies_for_tokens_that_are_not_escaped() -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     derandomize=True,
     database=None,
@@ -90,7 +90,7 @@ def test_code_on_a_line_does_not_turn_its_prose_into_a_rule_bullet_or_glued_head
 
 
 @settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     derandomize=True,
     database=None,

@@ -110,7 +110,7 @@ def test_usernames_do_not_mention_in_formatted_or_plain_text() -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     derandomize=True,
     database=None,
