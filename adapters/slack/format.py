@@ -90,7 +90,7 @@ def _prose(source: str, start: int, end: int) -> str:
         url, label = match.group("url"), match.group("label").strip()
         if not _SAFE_URL.match(url):
             return match.group(0)
-        label = label.replace("|", "/").replace("*", "").replace("_", " ").strip()
+        label = label.replace("|", "/").replace("*", "").strip()
         rendered = f"<{escape(url)}|{escape(label)}>" if label else f"<{escape(url)}>"
         return keep(rendered)
 

@@ -127,3 +127,10 @@ def test_a_heading_loses_only_a_closing_sequence_after_a_space(text: str, shown:
     preview = GrowingPreview(TEXT_LIMIT, _mrkdwn_length).preview(text + "\n\nmo")
     assert show_mrkdwn(to_mrkdwn(text)).text == shown
     assert show_mrkdwn(to_mrkdwn(preview)).text == shown + "\n\nmo"
+
+
+def test_a_link_label_keeps_its_underscores() -> None:
+    # "[my_file.py](…)" showed "my file.py": underscores in labels were turned into spaces
+    wire = to_mrkdwn("see [my_file.py](https://e.com/f) and [**docs**](https://e.com/d)")
+    assert wire == "see <https://e.com/f|my_file.py> and <https://e.com/d|docs>"
+    assert show_mrkdwn(wire).text == "see my_file.py and docs"
