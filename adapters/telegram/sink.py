@@ -239,7 +239,7 @@ class TelegramSink:
                     draft_id=message.draft_id,
                     text=rendered.text,
                     message_thread_id=self.target.thread_id,
-                    entities=None if message.plain else _entities(rendered),
+                    entities=_entities(rendered, plain=message.plain),
                 ),
             )
         except SinkRejected as exc:
@@ -263,7 +263,7 @@ class TelegramSink:
                 self.bot.send_message(
                     chat_id=self.target.chat_id,
                     text=rendered.text,
-                    entities=None if message.plain else _entities(rendered),
+                    entities=_entities(rendered, plain=message.plain),
                     message_thread_id=self.target.thread_id,
                     reply_parameters=reply,
                     link_preview_options=_NO_PREVIEW,
@@ -291,7 +291,7 @@ class TelegramSink:
                     text=rendered.text,
                     chat_id=self.target.chat_id,
                     message_id=message.real_id,
-                    entities=None if message.plain else _entities(rendered),
+                    entities=_entities(rendered, plain=message.plain),
                     link_preview_options=_NO_PREVIEW,
                 ),
             )
@@ -331,10 +331,12 @@ class TelegramSink:
             raise
 
 
-def _entities(rendered: Rendered) -> list[MessageEntity] | None:
-    if not rendered.entities:
+def _entities(rendered: Rendered, *, plain: bool) -> list[MessageEntity] | None:
+    """The entities to send; a plain-text fallback keeps only the `@username` guards."""
+    chosen = rendered.plain_entities if plain else rendered.entities
+    if not chosen:
         return None
-    entities = [MessageEntity.de_json(dict(entity), None) for entity in rendered.entities]
+    entities = [MessageEntity.de_json(dict(entity), None) for entity in chosen]
     return [entity for entity in entities if entity is not None]
 
 

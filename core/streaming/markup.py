@@ -530,6 +530,8 @@ def _scan_emphasis(
             stack.clear()  # a blank line ends every open emphasis: those markers are literal
             next_break += 1
         run = match.group()
+        if _escaped(text, start, lo):  # `\*` is a literal `*`: the run starts after it
+            start, run = start + 1, run[1:]
         if run not in _EMPHASIS_MARKERS:
             continue
         before = text[start - 1] if start > 0 else " "
@@ -553,6 +555,14 @@ def _scan_emphasis(
         for marker, open_start, open_end in stack:
             markup.pairs.append(Pair(marker, open_start, open_end, None, None, False))
     return snapshot
+
+
+def _escaped(text: str, pos: int, lo: int) -> bool:
+    """Whether `text[pos]` follows an odd run of backslashes (a Markdown escape)."""
+    count = 0
+    while pos - count > lo and text[pos - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
 
 
 def _open_at(stack: list[_Open], breaks: list[int], next_break: int, pos: int) -> tuple[_Open, ...]:

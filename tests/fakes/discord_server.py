@@ -43,6 +43,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes import render_discord
 from tests.fakes.served import Served
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -873,21 +874,9 @@ class FakeDiscord(Served):
         """What Discord would ping for this write: default allowances unless the body says."""
         allowed = body.get("allowed_mentions")
         message.allowed_mentions.append(allowed)
-        parse = ["everyone", "users", "roles"] if allowed is None else allowed.get("parse", [])
-        users = [] if allowed is None else allowed.get("users", [])
-        content = message.content
-        if "everyone" in parse and ("@everyone" in content or "@here" in content):
-            self.pings.append((message.id, "everyone"))
-        for user_id in re.findall(r"<@!?(\d+)>", content):
-            if "users" in parse or user_id in users:
-                self.pings.append((message.id, f"user:{user_id}"))
-        for role_id in re.findall(r"<@&(\d+)>", content):
-            if "roles" in parse:
-                self.pings.append((message.id, f"role:{role_id}"))
-        if message.reference_id is not None and len(message.history) == 1:
-            replied = True if allowed is None else allowed.get("replied_user", False)
-            if replied:
-                self.pings.append((message.id, "replied_user"))
+        reply = message.reference_id is not None and len(message.history) == 1
+        for ping in render_discord.pings(message.content, allowed, reply=reply):
+            self.pings.append((message.id, ping))
 
     def _start_thread(self, channel_id: str, message_id: str, body: dict[str, Any]) -> Any:
         channel = self._channel_for_write(channel_id)

@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes import render_telegram
 from tests.fakes.served import Served
 
 TOKEN = "7000001:AAH-fake-telegram-token-for-tests_0123456789"
@@ -123,6 +124,11 @@ class Message:
     edits: int = 0
     history: list[str] = field(default_factory=list)
     json: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mentions(self) -> tuple[str, ...]:
+        """Who this message mentions (notifies), as Telegram decides: see `render_telegram`."""
+        return render_telegram.show(self.text, self.entities).mentions
 
 
 @dataclass
