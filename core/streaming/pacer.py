@@ -85,12 +85,20 @@ class ScopeStats:
 class _Waiter:
     """One pending `acquire` call."""
 
-    __slots__ = ("buckets", "done", "future", "order", "priority", "since")
+    __slots__ = ("buckets", "done", "future", "keys", "order", "priority", "since")
 
-    def __init__(self, priority: Priority, seq: int, buckets: list[_Bucket], since: float) -> None:
+    def __init__(
+        self,
+        priority: Priority,
+        seq: int,
+        buckets: list[_Bucket],
+        since: float,
+        keys: Sequence[str] = (),
+    ) -> None:
         self.priority = priority
         self.order = (-int(priority), seq)
         self.buckets = buckets
+        self.keys = keys  # the scope keys asked for (an alias may move the waiter)
         self.since = since
         self.done = False
         self.future: asyncio.Future[None] | None = None
@@ -190,7 +198,7 @@ class Pacer:
         if not buckets:
             return
         now = self.clock.now()
-        waiter = _Waiter(priority, next(self._seq), buckets, now)
+        waiter = _Waiter(priority, next(self._seq), buckets, now, [s.key for s in scopes])
         blocker = self._blocker(waiter, now)
         if blocker is None:
             self._take(waiter, now)
@@ -237,15 +245,20 @@ class Pacer:
     def alias(self, key: str, bucket_key: str) -> None:
         """Scopes named `key` draw from the bucket `bucket_key` from now on (`key`: their own).
 
-        Grants already waiting stay with the bucket they waited in; new ones use the alias.
+        Waiters that asked for `key` move to the new bucket with their place in its order; a
+        new bucket made by the move starts with the old one's tokens, not full.
         """
+        old_key = self._aliases.get(key, key)
         if bucket_key == key:
             self._aliases.pop(key, None)
-            return
-        self._aliases[key] = bucket_key
-        self._aliases.move_to_end(key)
-        if len(self._aliases) > self.max_learned:
-            self._aliases.popitem(last=False)
+        else:
+            self._aliases[key] = bucket_key
+            self._aliases.move_to_end(key)
+            if len(self._aliases) > self.max_learned:
+                self._aliases.popitem(last=False)
+        old = self._buckets.get(old_key)
+        if old_key != bucket_key and old is not None:
+            self._move_waiters(old, key, bucket_key)
 
     def bucket_key(self, key: str) -> str:
         """The bucket a scope named `key` draws from."""
@@ -364,6 +377,32 @@ class Pacer:
                 self._reshape(bucket, rate, burst, self.clock.now())
             buckets[key] = bucket
         return list(buckets.values())
+
+    def _move_waiters(self, old: _Bucket, key: str, bucket_key: str) -> None:
+        """Waiters of `old` that asked for scope `key` now wait in the bucket `bucket_key`."""
+        moving = {id(w): w for _, w in old.members if not w.done and key in w.keys}
+        if not moving:
+            return
+        now = self.clock.now()
+        new = self._buckets.get(bucket_key)
+        if new is None:
+            old.refill(now)
+            rate, burst = self._shapes.get(bucket_key, (old.rate, old.burst))
+            new = self._buckets[bucket_key] = _Bucket(bucket_key, rate, burst, now)
+            new.tokens = min(new.burst, old.tokens)
+            new.paused_until = old.paused_until
+        old.members = [e for e in old.members if id(e[1]) not in moving]
+        old.parked = [e for e in old.parked if id(e[1]) not in moving]
+        heapq.heapify(old.members)
+        heapq.heapify(old.parked)
+        for waiter in moving.values():
+            if new in waiter.buckets:
+                waiter.buckets = [b for b in waiter.buckets if b is not old]
+            else:
+                waiter.buckets = [new if b is old else b for b in waiter.buckets]
+                heapq.heappush(new.members, (waiter.order, waiter))
+            heapq.heappush(new.parked, (waiter.order, waiter))
+        self._pump([old, new])
 
     @staticmethod
     def _reshape(bucket: _Bucket, rate: float, burst: float, now: float) -> None:

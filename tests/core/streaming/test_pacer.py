@@ -446,3 +446,40 @@ def test_learning_an_invalid_rate_is_refused() -> None:
     pacer = Pacer(VirtualClock())
     with pytest.raises(ValueError, match="rate > 0"):
         pacer.learn("b", rate=0.0, burst=1.0)
+
+
+async def test_an_alias_moves_the_waiters_of_its_scope(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    create = PaceScope("ch:create", rate=1.0, burst=1.0)
+    edit = PaceScope("ch:edit", rate=1.0, burst=1.0)
+    pacer.alias(create.key, "default")
+    pacer.alias(edit.key, "default")
+    await pacer.acquire([create], Priority.FIRST)  # "default" is empty now
+    order: list[tuple[str, float]] = []
+
+    async def want(name: str, scope: PaceScope, priority: Priority) -> None:
+        await pacer.acquire([scope], priority)
+        order.append((name, clock.now()))
+
+    tasks = [
+        asyncio.ensure_future(want(name, scope, priority))
+        for name, scope, priority in [
+            ("c1", create, Priority.FIRST),
+            ("e1", edit, Priority.EDIT),
+            ("c2", create, Priority.FIRST),
+            ("e2", edit, Priority.EDIT),
+        ]
+    ]
+    await asyncio.sleep(0)
+    # the platform says edits have a bucket of their own, twice as fast: the waiting edits
+    # move there, starting from the tokens the shared bucket had (none)
+    pacer.learn("edits", rate=2.0, burst=1.0)
+    pacer.alias(edit.key, "edits")
+    await asyncio.gather(*tasks)
+    assert sorted(order, key=lambda item: (item[1], item[0])) == [
+        ("e1", 0.5),
+        ("c1", 1.0),
+        ("e2", 1.0),
+        ("c2", 2.0),
+    ]
+    assert pacer.stats()["edits"].grants == 2 and pacer.stats()["default"].grants == 3
