@@ -149,7 +149,7 @@ class ChannelSink:
             if not isinstance(data, dict) or "id" not in data:
                 raise SinkRejected("discord returned no message id")
             message_id = str(data["id"])
-            if retry and data.get("content") != text:
+            if retry and data.get("content") != payload["content"]:
                 # An earlier attempt was applied, with the text of that moment: bring it up to
                 # date, or the driver would believe `text` is shown.
                 await self._pacer.acquire(self._limits.edit_scopes, Priority.FINAL)
