@@ -1,5 +1,6 @@
 """Discord channel: gateway messages to Inbound, and Discord reply sinks."""
 
+from adapters.discord.buckets import DiscordBuckets, RateHeaders
 from adapters.discord.inbound import (
     ChannelKind,
     DiscordMessage,
@@ -23,6 +24,7 @@ __all__ = [
     "NO_MENTIONS",
     "ChannelKind",
     "ChannelSink",
+    "DiscordBuckets",
     "DiscordChannel",
     "DiscordMessage",
     "DiscordOptions",
@@ -30,6 +32,7 @@ __all__ = [
     "DiscordRest",
     "DiscordUnauthorized",
     "InteractionSink",
+    "RateHeaders",
     "chain_key",
     "channel_limits",
     "channel_scopes",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
+from adapters.discord.buckets import DiscordBuckets, RateHeaders
 from core.errors import SinkGone, SinkRateLimited, SinkRejected
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,18 @@ locked thread: the answer cannot continue there."""
 class DiscordRateLimited(SinkRateLimited):
     """A 429 from Discord: `is_global` for the bot-wide limit, else one route's bucket."""
 
-    def __init__(self, retry_after: float, *, is_global: bool, scope: str | None) -> None:
+    def __init__(
+        self,
+        retry_after: float,
+        *,
+        is_global: bool,
+        scope: str | None,
+        limits: RateHeaders | None = None,
+    ) -> None:
         super().__init__(retry_after, "discord rate limited" + (" (global)" if is_global else ""))
         self.is_global = is_global
         self.scope = scope
+        self.limits = limits or RateHeaders()
 
 
 class DiscordUnauthorized(SinkRejected):
@@ -41,14 +50,23 @@ class RestResult:
     """A successful response: its JSON body and what its rate-limit headers said."""
 
     data: Any
-    remaining: int | None
-    reset_after: float | None
+    limits: RateHeaders = field(default_factory=RateHeaders)
+
+    @property
+    def remaining(self) -> int | None:
+        return self.limits.remaining
+
+    @property
+    def reset_after(self) -> float | None:
+        return self.limits.reset_after
 
 
 class DiscordRest:
     """`request()` against `base_url` (".../api/v10") with `Authorization: Bot <token>`.
 
-    The token is only ever sent in the header, never in a URL or a log line.
+    The token is only ever sent in the header, never in a URL or a log line. `buckets` holds
+    what the responses' rate-limit headers taught about Discord's buckets (shared by every sink
+    that writes through this client).
     """
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 20.0) -> None:
@@ -56,6 +74,7 @@ class DiscordRest:
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.buckets = DiscordBuckets()
 
     async def __aenter__(self) -> DiscordRest:
         return self
@@ -108,9 +127,7 @@ class DiscordRest:
             log.warning("discord %s %s failed: %s", method, _route(path), type(exc).__name__)
             raise SinkRateLimited(SERVER_RETRY, "discord unreachable") from None
         if 200 <= status < 300:
-            return RestResult(
-                body, _int(headers.get("X-RateLimit-Remaining")), _float_header(headers)
-            )
+            return RestResult(body, RateHeaders.of(headers))
         code = body.get("code") if isinstance(body, dict) else None
         message = body.get("message") if isinstance(body, dict) else str(body)[:200]
         if status == 429:
@@ -125,7 +142,10 @@ class DiscordRest:
                 " (global)" if is_global else "",
             )
             raise DiscordRateLimited(
-                retry_after, is_global=is_global, scope=headers.get("X-RateLimit-Scope")
+                retry_after,
+                is_global=is_global,
+                scope=headers.get("X-RateLimit-Scope"),
+                limits=RateHeaders.of(headers),
             )
         if status >= 500:
             log.warning("discord %s %s answered %s", method, _route(path), status)
@@ -161,13 +181,6 @@ def _route(path: str) -> str:
     return path
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return None
-
-
 def _float(*values: Any) -> float:
     for value in values:
         try:
@@ -178,9 +191,3 @@ def _float(*values: Any) -> float:
     return 1.0
 
 
-def _float_header(headers: Any) -> float | None:
-    value = headers.get("X-RateLimit-Reset-After")
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import discord
 
+from adapters.discord.buckets import CREATE, EDIT, RateHeaders
 from adapters.discord.rest import NO_MENTIONS, DiscordRateLimited, DiscordRest
-from core.errors import SinkGone, SinkRateLimited, SinkRejected
-from core.streaming import Pacer, PaceScope, SinkLimits
+from core.errors import SinkError, SinkGone, SinkRateLimited, SinkRejected
+from core.streaming import Pacer, PaceScope, Priority, SinkLimits
 
 MAX_LENGTH = 2000
 
 # Discord's budgets (observed, unpublished): 5 message creates per 5 s per channel, a separate
-# bucket of 5 edits per 5 s per channel, 50 requests per second per bot. A token bucket of
-# burst b and rate r lets at most b + 5r writes into any 5 s window, so b=1, r=0.8 stays at the
-# 5-per-5-s limit however the windows fall; the bot-wide bucket (8 + 40 per second) under 50.
+# bucket of 5 edits per 5 s per channel (or, on some deployments, one bucket for both), 50
+# requests per second per bot. A token bucket of burst b and rate r lets at most b + 5r writes
+# into any 5 s window, so b=1, r=0.8 stays at the 5-per-5-s limit however the windows fall; the
+# bot-wide bucket (8 + 40 per second) under 50. These are the defaults until Discord's headers
+# say better: creates and edits of a channel start in one bucket at CREATE_RATE (see
+# `adapters.discord.buckets`), then each route draws from the bucket its headers name.
 CREATE_RATE = 0.8
 EDIT_RATE = 0.8
 TYPING_RATE = 0.4
@@ -74,12 +79,22 @@ def channel_limits(channel_id: str, bot_wide: PaceScope = GLOBAL_SCOPE) -> SinkL
     )
 
 
+def new_nonce() -> str:
+    """A create's idempotency key: 20 random characters (Discord allows 25)."""
+    return secrets.token_urlsafe(15)
+
+
 class ChannelSink:
     """An answer in a Discord channel or thread: replies to the user's message, then edits.
 
     Every send and edit carries `allowed_mentions` that parse nothing. A continuation part
     replies to the previous part, so a long answer reads as one chain among concurrent ones.
     A per-bucket 429 pauses only that bucket (see `_rate_limited`); a global one pauses all.
+
+    Every create carries a `nonce` with `enforce_nonce`: one per message part, kept until that
+    create succeeds or is refused, so a retry after a lost response (timeout, dropped
+    connection) gets back the message Discord already made instead of a second one.
+    Creates and edits pace by Discord's headers (`DiscordBuckets`, shared through `rest`).
     """
 
     def __init__(
@@ -97,6 +112,9 @@ class ChannelSink:
         self._reply_to = reply_to
         self._scopes = channel_scopes(channel_id)
         self._limits = channel_limits(channel_id, bot_wide)
+        self._nonce: str | None = None  # of the create not confirmed yet
+        self._routes = {CREATE: self._scopes.create.key, EDIT: self._scopes.edit.key}
+        rest.buckets.bind(pacer, channel_id, self._routes)
 
     @property
     def limits(self) -> SinkLimits:
@@ -110,18 +128,42 @@ class ChannelSink:
         await self._call(self._scopes.typing, "POST", f"/channels/{self._channel_id}/typing")
 
     async def post(self, text: str) -> str:
-        payload: dict[str, Any] = {"content": text, "allowed_mentions": dict(NO_MENTIONS)}
+        retry = self._nonce is not None
+        if self._nonce is None:
+            self._nonce = new_nonce()
+        payload: dict[str, Any] = {
+            "content": text,
+            "allowed_mentions": dict(NO_MENTIONS),
+            "nonce": self._nonce,
+            "enforce_nonce": True,
+        }
         if self._reply_to is not None:
             payload["message_reference"] = {
                 "message_id": self._reply_to,
                 "fail_if_not_exists": False,
             }
-        data = await self._call(
-            self._scopes.create, "POST", f"/channels/{self._channel_id}/messages", payload
-        )
-        if not isinstance(data, dict) or "id" not in data:
-            raise SinkRejected("discord returned no message id")
-        message_id = str(data["id"])
+        try:
+            data = await self._call(
+                self._scopes.create,
+                "POST",
+                f"/channels/{self._channel_id}/messages",
+                payload,
+                route=CREATE,
+            )
+            if not isinstance(data, dict) or "id" not in data:
+                raise SinkRejected("discord returned no message id")
+            message_id = str(data["id"])
+            if retry and data.get("content") != payload["content"]:
+                # An earlier attempt was applied, with the text of that moment: bring it up to
+                # date, or the driver would believe `text` is shown.
+                await self._pacer.acquire(self._limits.edit_scopes, Priority.FINAL)
+                await self.edit(message_id, text)
+        except SinkRateLimited:
+            raise  # retried by the driver: the same part, so the same nonce
+        except SinkError:
+            self._nonce = None
+            raise
+        self._nonce = None
         self._reply_to = message_id
         return message_id
 
@@ -132,6 +174,7 @@ class ChannelSink:
             "PATCH",
             f"/channels/{self._channel_id}/messages/{message_id}",
             payload,
+            route=EDIT,
         )
 
     async def finalize(self, message_id: str, text: str) -> str | None:
@@ -139,16 +182,32 @@ class ChannelSink:
         return None
 
     async def _call(
-        self, scope: PaceScope, method: str, path: str, payload: dict[str, Any] | None = None
+        self,
+        scope: PaceScope,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        route: str | None = None,
     ) -> Any:
         try:
             result = await self._rest.request(method, path, payload)
         except DiscordRateLimited as exc:
+            if route is not None:
+                self._observe(route, exc.limits)
             raise self._rate_limited(scope, exc) from None
+        if route is not None and self._observe(route, result.limits):
+            return result.data
         if result.remaining == 0 and result.reset_after:
             # Discord says the bucket is empty: wait for its reset, whatever our estimate.
             self._pacer.pause((scope,), result.reset_after)
         return result.data
+
+    def _observe(self, route: str, limits: RateHeaders) -> bool:
+        """Learn the route's bucket from the headers (False: they named none)."""
+        return self._rest.buckets.observe(
+            self._pacer, route, self._channel_id, limits, self._routes
+        )
 
     def _rate_limited(self, scope: PaceScope, exc: DiscordRateLimited) -> SinkRateLimited:
         """For the driver: a global 429 pauses every scope, a bucket's 429 only its own."""

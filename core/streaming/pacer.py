@@ -20,6 +20,14 @@ How a grant is decided (no busy polling, no partial takes):
 * `pause(scopes, retry_after)` stops all grants in those buckets until `retry_after` (plus jitter)
   has passed, then allows one token and refills at the normal rate.
 
+A platform that reports its own buckets can reshape them: `alias(key, bucket_key)` makes scopes
+named `key` draw from the bucket `bucket_key` (two routes the platform counts as one bucket then
+share one budget, and priorities hold across both), and `learn(bucket_key, rate, burst, ...)`
+sets that bucket's rate and burst from what the platform said, overriding the scopes' own, and
+can lower its tokens to what the platform says remains (`remaining`), holding it empty until
+`reset_after` when nothing remains. Both are remembered (the newest `max_learned` of each) even
+while the bucket itself is dropped idle.
+
 Buckets of scopes no longer in use are dropped, so one-off keys (a chat answered once) do not
 pile up. While the pacer holds more than `max_idle_buckets` buckets, `acquire` sweeps out those
 that are full (idle long enough to refill), have no waiters, no timer and no pause in force,
@@ -37,6 +45,7 @@ import heapq
 import itertools
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -76,12 +85,20 @@ class ScopeStats:
 class _Waiter:
     """One pending `acquire` call."""
 
-    __slots__ = ("buckets", "done", "future", "order", "priority", "since")
+    __slots__ = ("buckets", "done", "future", "keys", "order", "priority", "since")
 
-    def __init__(self, priority: Priority, seq: int, buckets: list[_Bucket], since: float) -> None:
+    def __init__(
+        self,
+        priority: Priority,
+        seq: int,
+        buckets: list[_Bucket],
+        since: float,
+        keys: Sequence[str] = (),
+    ) -> None:
         self.priority = priority
         self.order = (-int(priority), seq)
         self.buckets = buckets
+        self.keys = keys  # the scope keys asked for (an alias may move the waiter)
         self.since = since
         self.done = False
         self.future: asyncio.Future[None] | None = None
@@ -112,11 +129,11 @@ class _Bucket:
         "updated",
     )
 
-    def __init__(self, scope: PaceScope, now: float) -> None:
-        self.key = scope.key
-        self.rate = scope.rate
-        self.burst = scope.burst
-        self.tokens = scope.burst
+    def __init__(self, key: str, rate: float, burst: float, now: float) -> None:
+        self.key = key
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
         self.updated = now
         self.paused_until = -math.inf
         self.members: list[_Entry] = []  # every waiter that needs this bucket
@@ -160,12 +177,16 @@ class Pacer:
         *,
         rng: random.Random | None = None,
         max_idle_buckets: int = 256,
+        max_learned: int = 65_536,
     ) -> None:
         self.clock = clock
         self.policy = policy or StreamPolicy()
         self.max_idle_buckets = max_idle_buckets
+        self.max_learned = max_learned
         self._rng = rng or random.Random()
         self._buckets: dict[str, _Bucket] = {}
+        self._aliases: OrderedDict[str, str] = OrderedDict()  # scope key -> bucket key
+        self._shapes: OrderedDict[str, tuple[float, float]] = OrderedDict()  # learned (rate, burst)
         self._seq = itertools.count()
         self._calls_since_sweep = 0
         self._sweep_every = max(1, max_idle_buckets)
@@ -177,7 +198,7 @@ class Pacer:
         if not buckets:
             return
         now = self.clock.now()
-        waiter = _Waiter(priority, next(self._seq), buckets, now)
+        waiter = _Waiter(priority, next(self._seq), buckets, now, [s.key for s in scopes])
         blocker = self._blocker(waiter, now)
         if blocker is None:
             self._take(waiter, now)
@@ -220,6 +241,66 @@ class Pacer:
                 bucket.updated = until
             self._schedule(bucket, now)
         return until
+
+    def alias(self, key: str, bucket_key: str) -> None:
+        """Scopes named `key` draw from the bucket `bucket_key` from now on (`key`: their own).
+
+        Waiters that asked for `key` move to the new bucket with their place in its order; a
+        new bucket made by the move starts with the old one's tokens, not full.
+        """
+        old_key = self._aliases.get(key, key)
+        if bucket_key == key:
+            self._aliases.pop(key, None)
+        else:
+            self._aliases[key] = bucket_key
+            self._aliases.move_to_end(key)
+            if len(self._aliases) > self.max_learned:
+                self._aliases.popitem(last=False)
+        old = self._buckets.get(old_key)
+        if old_key != bucket_key and old is not None:
+            self._move_waiters(old, key, bucket_key)
+
+    def bucket_key(self, key: str) -> str:
+        """The bucket a scope named `key` draws from."""
+        return self._aliases.get(key, key)
+
+    def learn(
+        self,
+        bucket_key: str,
+        *,
+        rate: float,
+        burst: float,
+        remaining: float | None = None,
+        reset_after: float | None = None,
+    ) -> None:
+        """Pace the bucket `bucket_key` at `rate` and `burst`, whatever its scopes say.
+
+        `remaining`: the platform says at most this many requests are left now, so the bucket
+        holds no more tokens than that. When it is 0, `reset_after` seconds (if given) must
+        pass before the next grant.
+        """
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"bucket {bucket_key!r} needs rate > 0 and burst >= 1")
+        self._shapes[bucket_key] = (rate, burst)
+        self._shapes.move_to_end(bucket_key)
+        if len(self._shapes) > self.max_learned:
+            self._shapes.popitem(last=False)
+        bucket = self._buckets.get(bucket_key)
+        if bucket is None and remaining is None:
+            return  # created from the learned shape on first use
+        now = self.clock.now()
+        if bucket is None:
+            bucket = self._buckets[bucket_key] = _Bucket(bucket_key, rate, burst, now)
+        self._reshape(bucket, rate, burst, now)
+        if remaining is not None:
+            bucket.tokens = min(bucket.tokens, max(0.0, remaining))
+            if remaining <= 0 and reset_after is not None and reset_after > 0:
+                until = now + reset_after
+                if until > bucket.paused_until:
+                    bucket.pauses += 1
+                    bucket.paused_seconds += until - max(now, bucket.paused_until)
+                    bucket.paused_until = until
+        self._pump([bucket])
 
     def stats(self) -> dict[str, ScopeStats]:
         """A snapshot of every bucket, keyed by scope key.
@@ -287,18 +368,49 @@ class Pacer:
         for scope in scopes:
             if scope.rate <= 0 or scope.burst < 1:
                 raise ValueError(f"pace scope {scope.key!r} needs rate > 0 and burst >= 1")
-            bucket = self._buckets.get(scope.key)
+            key = self._aliases.get(scope.key, scope.key)
+            rate, burst = self._shapes.get(key, (scope.rate, scope.burst))
+            bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[scope.key] = _Bucket(scope, self.clock.now())
-            elif bucket.rate != scope.rate or bucket.burst != scope.burst:
-                now = self.clock.now()
-                bucket.refill(now)
-                full = bucket.tokens >= bucket.burst and now >= bucket.paused_until
-                bucket.rate, bucket.burst = scope.rate, scope.burst
-                # a full bucket stays full, as if new: it could as well have been dropped idle
-                bucket.tokens = bucket.burst if full else min(bucket.tokens, bucket.burst)
-            buckets[scope.key] = bucket
+                bucket = self._buckets[key] = _Bucket(key, rate, burst, self.clock.now())
+            elif bucket.rate != rate or bucket.burst != burst:
+                self._reshape(bucket, rate, burst, self.clock.now())
+            buckets[key] = bucket
         return list(buckets.values())
+
+    def _move_waiters(self, old: _Bucket, key: str, bucket_key: str) -> None:
+        """Waiters of `old` that asked for scope `key` now wait in the bucket `bucket_key`."""
+        moving = {id(w): w for _, w in old.members if not w.done and key in w.keys}
+        if not moving:
+            return
+        now = self.clock.now()
+        new = self._buckets.get(bucket_key)
+        if new is None:
+            old.refill(now)
+            rate, burst = self._shapes.get(bucket_key, (old.rate, old.burst))
+            new = self._buckets[bucket_key] = _Bucket(bucket_key, rate, burst, now)
+            new.tokens = min(new.burst, old.tokens)
+            new.paused_until = old.paused_until
+        old.members = [e for e in old.members if id(e[1]) not in moving]
+        old.parked = [e for e in old.parked if id(e[1]) not in moving]
+        heapq.heapify(old.members)
+        heapq.heapify(old.parked)
+        for waiter in moving.values():
+            if new in waiter.buckets:
+                waiter.buckets = [b for b in waiter.buckets if b is not old]
+            else:
+                waiter.buckets = [new if b is old else b for b in waiter.buckets]
+                heapq.heappush(new.members, (waiter.order, waiter))
+            heapq.heappush(new.parked, (waiter.order, waiter))
+        self._pump([old, new])
+
+    @staticmethod
+    def _reshape(bucket: _Bucket, rate: float, burst: float, now: float) -> None:
+        bucket.refill(now)
+        full = bucket.tokens >= bucket.burst and now >= bucket.paused_until
+        bucket.rate, bucket.burst = rate, burst
+        # a full bucket stays full, as if new: it could as well have been dropped idle
+        bucket.tokens = bucket.burst if full else min(bucket.tokens, bucket.burst)
 
     def _need(self, bucket: _Bucket, waiter: _Waiter) -> float:
         """Tokens `bucket` must hold before `waiter` may take one."""
@@ -319,7 +431,7 @@ class Pacer:
         if need > bucket.burst + _EPS:
             return math.inf
         start = max(now, bucket.updated)
-        return start + max(0.0, need - bucket.tokens) / bucket.rate
+        return max(bucket.paused_until, start + max(0.0, need - bucket.tokens) / bucket.rate)
 
     def _blocker(self, waiter: _Waiter, now: float) -> _Bucket | None:
         """The bucket that blocks `waiter` longest, or None when it can be served now."""

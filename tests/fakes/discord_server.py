@@ -12,10 +12,17 @@ depends on it:
   `POST /interactions/{id}/{token}/callback`, `POST /webhooks/{app}/{token}` and
   `PATCH /webhooks/{app}/{token}/messages/{mid}`.
 * Rate limits: fixed windows per bucket (message create, message edit, typing, thread create:
-  5 per 5 s per channel) and 50 requests per second per bot (interaction callbacks exempt),
-  with real `X-RateLimit-*` headers; a 429 has a JSON body `{message, retry_after, global}`,
-  `Retry-After`, `X-RateLimit-Scope` and `Via` (discord.py treats a 429 without `Via` as a
-  Cloudflare ban).
+  5 per 5 s per channel; with `shared_message_bucket=True` creates and edits of a channel
+  count in ONE bucket, which both routes report with the same `X-RateLimit-Bucket`) and 50
+  requests per second per bot (interaction callbacks exempt), with real `X-RateLimit-*`
+  headers; a 429 has a JSON body `{message, retry_after, global}`, `Retry-After`,
+  `X-RateLimit-Scope` and `Via` (discord.py treats a 429 without `Via` as a Cloudflare ban).
+* Idempotent creates: a create with `nonce` (at most 25 characters) and `enforce_nonce: true`
+  whose author sent a message with that nonce in the last `NONCE_WINDOW` seconds returns that
+  message and creates none. The nonce is echoed in the message.
+* Lost responses: `drop_responses(n, how)` makes the next n message creates apply and then lose
+  their response (`"close"`: the connection is closed without an answer; `"hang"`: no answer
+  until the client gives up).
 * Errors: 400 code 50035 for content over 2,000 characters, 404 code 10008 (Unknown Message)
   for a deleted message, 403 code 50013 (Missing Permissions) in a channel set read-only.
 * Gateway (plain JSON text frames): HELLO, heartbeat ACK, IDENTIFY (token and shard checked
@@ -50,6 +57,8 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 MAX_CONTENT = 2000
 ALL_PERMISSIONS = str((1 << 41) - 1)
 HEARTBEAT_INTERVAL_MS = 41_250
+NONCE_WINDOW = 300.0  # "the past few minutes" of Discord's docs
+MAX_NONCE = 25
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Call:
     at: float  # time.time()
     status: int = 0
     query: dict[str, str] = field(default_factory=dict)
+    dropped: bool = False  # applied, but the client never got the response
 
 
 @dataclass
@@ -76,6 +86,7 @@ class FakeMessage:
     reference_id: str | None = None
     guild_id: str | None = None
     deleted: bool = False
+    nonce: str | int | None = None
     history: list[tuple[float, str]] = field(default_factory=list)  # (time.time(), content)
     allowed_mentions: list[Any] = field(default_factory=list)  # per write, as sent
 
@@ -176,9 +187,11 @@ class FakeDiscord(Served):
         global_limit: int = 50,
         guild_count: int = 1,
         limit_headers: bool = True,
+        shared_message_bucket: bool = False,
     ) -> None:
         self.token = token
         self.limit_headers = limit_headers
+        self.shared_message_bucket = shared_message_bucket
         self.message_limit = message_limit
         self.message_period = message_period
         self.global_limit = global_limit
@@ -207,6 +220,8 @@ class FakeDiscord(Served):
         self.messages: dict[str, FakeMessage] = {}
         self.calls: list[Call] = []
         self.rate_limited = 0
+        self.nonces: dict[tuple[str, str], tuple[float, str]] = {}  # (author, nonce) -> (at, id)
+        self._drops: list[str] = []  # how to lose the next create responses
         self.pings: list[tuple[str, str]] = []  # (message id, what was pinged) per write
         self.identifies: list[dict[str, Any]] = []
         self.commands: list[dict[str, Any]] = []
@@ -387,6 +402,16 @@ class FakeDiscord(Served):
     def set_forbidden(self, channel_id: str) -> None:
         """Writes in `channel_id` fail with 403 Missing Permissions from now on."""
         self.forbidden_channels.add(channel_id)
+
+    def drop_responses(self, count: int = 1, how: str = "close") -> None:
+        """The next `count` message creates are applied, then their responses are lost.
+
+        `how="close"` closes the connection without an answer; `"hang"` never answers, so
+        the client's own timeout ends the request.
+        """
+        if how not in ("close", "hang"):
+            raise ValueError(how)
+        self._drops.extend([how] * count)
 
     def delete_message(self, message_id: str) -> None:
         """The message is gone: edits answer 404 Unknown Message."""
@@ -644,6 +669,18 @@ class FakeDiscord(Served):
         call.status = status
         if status == 429:
             self.rate_limited += 1
+        if (
+            self._drops
+            and status == 200
+            and call.method == "POST"
+            and call.route == "/channels/{channel_id}/messages"
+        ):
+            call.dropped = True
+            if self._drops.pop(0) == "hang":
+                await asyncio.Event().wait()  # cancelled when the client disconnects
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError  # nothing more is written on this connection
         if status == 204:
             return web.Response(status=204, headers=headers)
         # exactly "application/json", as Discord sends it: discord.py compares the whole header
@@ -715,9 +752,9 @@ class FakeDiscord(Served):
     def _bucket_of(self, call: Call) -> tuple[str, str] | None:
         parts = call.path.strip("/").split("/")
         if call.route == "/channels/{channel_id}/messages" and call.method == "POST":
-            return ("messages.create", parts[1])
+            return ("messages" if self.shared_message_bucket else "messages.create", parts[1])
         if call.route == "/channels/{channel_id}/messages/{message_id}" and call.method == "PATCH":
-            return ("messages.edit", parts[1])
+            return ("messages" if self.shared_message_bucket else "messages.edit", parts[1])
         if call.route == "/channels/{channel_id}/typing":
             return ("typing", parts[1])
         if call.route == "/channels/{channel_id}/messages/{message_id}/threads":
@@ -841,6 +878,20 @@ class FakeDiscord(Served):
 
     def _create_message(self, channel_id: str, body: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_for_write(channel_id)
+        nonce = body.get("nonce")
+        if nonce is not None and (
+            isinstance(nonce, bool)
+            or not isinstance(nonce, str | int)
+            or len(str(nonce)) > MAX_NONCE
+        ):
+            raise _Reply(400, {"message": "Invalid Form Body", "code": 50035})
+        if nonce is not None and body.get("enforce_nonce"):
+            now = time.time()
+            seen = self.nonces.get((self.bot.id, str(nonce)))
+            if seen is not None and now - seen[0] <= NONCE_WINDOW:
+                existing = self.messages.get(seen[1])
+                if existing is not None and not existing.deleted:
+                    return self._message_json(existing, author=self.bot)
         content = self._check_content(body)
         if not content:
             raise _Reply(400, {"message": "Cannot send an empty message", "code": 50006})
@@ -851,6 +902,9 @@ class FakeDiscord(Served):
                 raise _Reply(400, {"message": "Unknown message reference", "code": 50035})
             ref_id = None
         message = self._store(channel_id, self.bot.id, content, ref_id, channel.get("guild_id"))
+        if nonce is not None:
+            message.nonce = nonce
+            self.nonces[(self.bot.id, str(nonce))] = (time.time(), message.id)
         self._record_mentions(message, body)
         return self._message_json(message, author=self.bot)
 
@@ -1010,6 +1064,8 @@ class FakeDiscord(Served):
             "flags": 0,
             "components": [],
         }
+        if message.nonce is not None:
+            data["nonce"] = message.nonce
         if message.guild_id is not None:
             data["guild_id"] = message.guild_id
             data["member"] = author.member_json()

@@ -369,3 +369,117 @@ async def test_a_refunded_token_serves_the_next_waiter_at_once(clock: VirtualClo
     pacer.refund([scope])
     pacer.refund([scope])  # never more than the burst
     assert pacer.stats()["stream-start"].tokens == pytest.approx(1.0)
+
+
+async def test_aliased_scopes_share_one_bucket_and_its_priorities(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    create = PaceScope("ch:create", rate=1.0, burst=1.0)
+    edit = PaceScope("ch:edit", rate=1.0, burst=1.0)
+    pacer.alias(create.key, "shared")
+    pacer.alias(edit.key, "shared")
+    assert pacer.bucket_key(create.key) == "shared" and pacer.bucket_key("other") == "other"
+    await pacer.acquire([edit], Priority.EDIT)  # empties the shared bucket for both
+    order: list[tuple[str, float]] = []
+
+    async def want(name: str, scope: PaceScope, priority: Priority) -> None:
+        await pacer.acquire([scope], priority)
+        order.append((name, clock.now()))
+
+    async with asyncio.TaskGroup() as group:
+        for name, scope, priority in [
+            ("edit1", edit, Priority.EDIT),
+            ("edit2", edit, Priority.EDIT),
+            ("first", create, Priority.FIRST),
+            ("final", edit, Priority.FINAL),
+        ]:
+            group.create_task(want(name, scope, priority))
+            await asyncio.sleep(0)
+    # one token per second for both routes together, creates and finals before edits
+    assert order == [("final", 1.0), ("first", 2.0), ("edit1", 3.0), ("edit2", 4.0)]
+    assert set(pacer.stats()) == {"shared"}
+    pacer.alias(create.key, create.key)  # back to its own bucket
+    assert pacer.bucket_key(create.key) == create.key
+
+
+async def test_learned_rate_overrides_the_scopes_own(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=0.5, burst=1.0)
+    pacer.learn("s", rate=2.0, burst=1.0)  # before the bucket exists: used when it is made
+    times = [await grant_time(pacer, clock, [scope], Priority.FINAL) for _ in range(4)]
+    assert times == pytest.approx([0, 0.5, 1.0, 1.5])
+    pacer.learn("s", rate=0.25, burst=1.0)
+    assert await grant_time(pacer, clock, [scope], Priority.FINAL) == pytest.approx(5.5)
+    assert pacer.stats()["s"].rate == 0.25
+
+
+async def test_learned_remaining_lowers_tokens_and_zero_holds_until_reset(
+    clock: VirtualClock,
+) -> None:
+    pacer = make_pacer(clock)
+    scope = PaceScope("s", rate=1.0, burst=3.0)
+    await pacer.acquire([scope], Priority.FINAL)
+    pacer.learn("s", rate=1.0, burst=3.0, remaining=1)  # someone else used the budget too
+    assert await grant_time(pacer, clock, [scope], Priority.FINAL) == 0
+    pacer.learn("s", rate=1.0, burst=3.0, remaining=0, reset_after=4.0)
+    waiter = asyncio.ensure_future(grant_time(pacer, clock, [scope], Priority.FINAL))
+    # a token would be back after 1 s, but the platform said nothing is left for 4 s
+    assert await waiter == pytest.approx(4.0)
+    stats = pacer.stats()["s"]
+    assert stats.pauses == 1 and stats.paused_seconds == pytest.approx(4.0)
+
+
+async def test_learned_shapes_and_aliases_outlive_an_idle_bucket(clock: VirtualClock) -> None:
+    pacer = Pacer(clock, StreamPolicy(pause_jitter=0.0), max_idle_buckets=1)
+    scope = PaceScope("route", rate=0.5, burst=1.0)
+    pacer.alias("route", "bucket")
+    pacer.learn("bucket", rate=4.0, burst=2.0)
+    await pacer.acquire([scope], Priority.FINAL)
+    for n in range(5):  # other one-off scopes sweep the idle bucket out
+        await clock.sleep(10)
+        await pacer.acquire([PaceScope(f"x{n}", rate=1.0)], Priority.FINAL)
+    times = [await grant_time(pacer, clock, [scope], Priority.FINAL) for _ in range(3)]
+    assert [t - times[0] for t in times] == pytest.approx([0, 0, 0.25])
+    assert pacer.stats()["bucket"].burst == 2.0
+
+
+def test_learning_an_invalid_rate_is_refused() -> None:
+    pacer = Pacer(VirtualClock())
+    with pytest.raises(ValueError, match="rate > 0"):
+        pacer.learn("b", rate=0.0, burst=1.0)
+
+
+async def test_an_alias_moves_the_waiters_of_its_scope(clock: VirtualClock) -> None:
+    pacer = make_pacer(clock)
+    create = PaceScope("ch:create", rate=1.0, burst=1.0)
+    edit = PaceScope("ch:edit", rate=1.0, burst=1.0)
+    pacer.alias(create.key, "default")
+    pacer.alias(edit.key, "default")
+    await pacer.acquire([create], Priority.FIRST)  # "default" is empty now
+    order: list[tuple[str, float]] = []
+
+    async def want(name: str, scope: PaceScope, priority: Priority) -> None:
+        await pacer.acquire([scope], priority)
+        order.append((name, clock.now()))
+
+    tasks = [
+        asyncio.ensure_future(want(name, scope, priority))
+        for name, scope, priority in [
+            ("c1", create, Priority.FIRST),
+            ("e1", edit, Priority.EDIT),
+            ("c2", create, Priority.FIRST),
+            ("e2", edit, Priority.EDIT),
+        ]
+    ]
+    await asyncio.sleep(0)
+    # the platform says edits have a bucket of their own, twice as fast: the waiting edits
+    # move there, starting from the tokens the shared bucket had (none)
+    pacer.learn("edits", rate=2.0, burst=1.0)
+    pacer.alias(edit.key, "edits")
+    await asyncio.gather(*tasks)
+    assert sorted(order, key=lambda item: (item[1], item[0])) == [
+        ("e1", 0.5),
+        ("c1", 1.0),
+        ("e2", 1.0),
+        ("c2", 2.0),
+    ]
+    assert pacer.stats()["edits"].grants == 2 and pacer.stats()["default"].grants == 3
