@@ -18,6 +18,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 
+from adapters.discord.buckets import DiscordBuckets
 from adapters.discord.rest import NO_MENTIONS, RestResult
 from adapters.discord.sink import MAX_LENGTH, ChannelSink
 from core.streaming import Pacer
@@ -32,12 +33,13 @@ class RecordingRest:
 
     def __init__(self) -> None:
         self.bodies: list[dict[str, Any]] = []
+        self.buckets = DiscordBuckets()
 
     async def request(
         self, method: str, path: str, payload: dict[str, Any] | None = None
     ) -> RestResult:
         self.bodies.append(dict(payload or {}))
-        return RestResult(data={"id": "1"}, remaining=None, reset_after=None)
+        return RestResult(data={"id": "1"})
 
 
 def test_the_renderer_pings_what_allowed_mentions_lets_through() -> None:
