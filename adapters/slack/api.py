@@ -57,6 +57,14 @@ class SlackGone(SinkGone):
         self.error = error
 
 
+class SlackUnanswered(SinkRateLimited):
+    """The request may have reached Slack but no response came (a write may have applied)."""
+
+    def __init__(self, method: str, reason: str) -> None:
+        super().__init__(DEFAULT_RETRY_AFTER, f"{method}: {reason}")
+        self.method = method
+
+
 class SlackApi:
     """Calls Web API methods through one `AsyncWebClient` and translates every failure.
 
@@ -67,6 +75,7 @@ class SlackApi:
     def __init__(self, client: AsyncWebClient, pacer: Pacer) -> None:
         self.client = client
         self.pacer = pacer
+        self.bot_id: str | None = None  # whose messages are ours (auth.test), once known
 
     async def call(
         self,
@@ -101,9 +110,12 @@ class SlackApi:
                 response = await self.client.api_call(method, json=payload)
         except SlackApiError as exc:
             raise translate(method, exc) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The write may or may not have happened; the pacer retries after a short pause.
+        except aiohttp.ClientConnectorError as exc:
+            # Not connected: nothing was sent, so the call can simply be made again.
             raise SinkRateLimited(DEFAULT_RETRY_AFTER, f"{method}: {type(exc).__name__}") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Sent, but no response: the write may or may not have happened.
+            raise SlackUnanswered(method, type(exc).__name__) from None
         data = response.data
         return data if isinstance(data, dict) else {}
 

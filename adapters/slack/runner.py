@@ -122,6 +122,7 @@ class SlackChannel:
                 delay = min(delay * 2, 30.0)
         self.bot_user_id = str(data.get("user_id") or "")
         self.bot_id = data.get("bot_id")
+        self.api.bot_id = self.bot_id
         log.info("slack bot %s (team %s) ready", self.bot_user_id, data.get("team_id"))
 
     def _revive(self, described: dict[str, Any]) -> SlackSink | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.slack.api import NOT_STREAMING, SlackApi, SlackRejected
+from adapters.slack.api import NOT_STREAMING, SlackApi, SlackRejected, SlackUnanswered
 from adapters.slack.format import to_markdown_text, to_mrkdwn
+from adapters.slack.lost_creates import LostCreate, find_created, tag
 from core.errors import SinkError, SinkRateLimited
 from core.streaming import PaceScope, Priority, SinkLimits
 
@@ -70,7 +72,7 @@ class Scopes:
 
     @classmethod
     def tier3(cls, space: str, method: str) -> tuple[PaceScope, ...]:
-        """Any Tier 3 method (50+/min): setTitle, setSuggestedPrompts, chat.delete."""
+        """Any Tier 3 method (50+/min): setTitle, setSuggestedPrompts, conversations.replies."""
         return (PaceScope(cls.method(space, method), rate=_per_minute(45), burst=5),)
 
     @classmethod
@@ -136,6 +138,7 @@ class _Message:
     """One message this sink wrote."""
 
     streaming: bool  # a native stream not stopped yet
+    part: int = 0  # which message of the answer (its metadata tag)
     sent: str = ""  # native: the Markdown appended so far (before escaping)
     expired: bool = False  # native: Slack ended the stream; finish with chat.update
     last_text: str = field(default="")
@@ -153,6 +156,10 @@ class SlackSink:
 
     Fallback mode posts mrkdwn `text` (converted from Markdown, escaped) with chat.postMessage
     and edits it with chat.update. Every call is paced by the scope of the method it uses.
+
+    Every message is tagged with the answer and its part (message metadata; a stream when it
+    stops). When a create's response is lost, the next attempt first looks for the message in
+    the thread (`lost_creates`) and continues it instead of posting a second one.
     """
 
     def __init__(
@@ -173,6 +180,9 @@ class SlackSink:
         self._status_off = status_off
         self._status_shown = False
         self._messages: dict[str, _Message] = {}
+        self._answer = uuid.uuid4().hex[:16]
+        self._part = 0  # the part the next create makes
+        self._lost: LostCreate | None = None  # a create whose response was lost
         space = target.space
         self._post_scopes = Scopes.post_message(space, target.channel)
         self._update_scopes = Scopes.update(space)
@@ -231,18 +241,22 @@ class SlackSink:
             self._status_off.add(target.status_key)
 
     async def post(self, text: str) -> str:
+        if self._lost is not None:
+            found = await self._find_lost(text)
+            if found is not None:
+                return found
         if not self._native:
-            data = await self._api.raw("chat.postMessage", **self._text_args(text))
-            ts = str(data["ts"])
-            self._messages[ts] = _Message(streaming=False, last_text=text)
-            return ts
+            data = await self._create("chat.postMessage", text, "", **self._text_args(text))
+            return self._created(data, _Message(streaming=False, last_text=text))
         settled = _settled(text)
         try:
             # Paced here rather than through `limits.post_scopes`: which method this post uses
             # (chat.startStream, or chat.postMessage when the stream cannot start) and so
             # which Slack budget it draws from is only known at call time.
-            data = await self._api.call(
+            data = await self._create(
                 "chat.startStream",
+                text,
+                settled,
                 scopes=Scopes.start_stream(self._target.space),
                 priority=Priority.FIRST,
                 channel=self._target.channel,
@@ -252,18 +266,16 @@ class SlackSink:
             )
         except SlackRejected as exc:
             self._admission.mark_unavailable(self._target.space, exc.error)
-            data = await self._api.call(
+            data = await self._create(
                 "chat.postMessage",
+                text,
+                "",
                 scopes=self._post_scopes,
                 priority=Priority.FIRST,
                 **self._markdown_args(text),
             )
-            ts = str(data["ts"])
-            self._messages[ts] = _Message(streaming=False, last_text=text)
-            return ts
-        ts = str(data["ts"])
-        self._messages[ts] = _Message(streaming=True, sent=settled)
-        return ts
+            return self._created(data, _Message(streaming=False, last_text=text))
+        return self._created(data, _Message(streaming=True, sent=settled))
 
     async def edit(self, message_id: str, text: str) -> None:
         message = self._messages.get(message_id) or _Message(streaming=False)
@@ -334,6 +346,7 @@ class SlackSink:
                 channel=self._target.channel,
                 ts=message_id,
                 markdown_text=to_markdown_text(rest) if rest else None,
+                metadata=tag(self._answer, message.part),
             )
         except SlackRejected as exc:
             if exc.error != NOT_STREAMING:
@@ -350,6 +363,57 @@ class SlackSink:
         return None
 
     # -- helpers -------------------------------------------------------------------------------
+
+    async def _create(
+        self, method: str, shown: str, settled: str, /, **args: Any
+    ) -> dict[str, Any]:
+        """One create of `shown`; a lost response is remembered so the next attempt looks first."""
+        since = time.time()
+        try:
+            if "scopes" in args:
+                return await self._api.call(method, **args)
+            return await self._api.raw(method, **args)
+        except SlackUnanswered:
+            if self._lost is None:
+                stream = method == "chat.startStream"
+                self._lost = LostCreate(self._part, shown, settled, stream, since)
+            raise
+
+    def _created(self, data: dict[str, Any], message: _Message) -> str:
+        ts = str(data["ts"])
+        message.part = self._part
+        self._messages[ts] = message
+        self._part += 1
+        self._lost = None
+        return ts
+
+    async def _find_lost(self, text: str) -> str | None:
+        """The message a lost create made, brought up to `text`; None: post it (again)."""
+        lost = self._lost
+        assert lost is not None
+        found = await find_created(
+            self._api,
+            Scopes.tier3(self._target.space, "conversations.replies"),
+            channel=self._target.channel,
+            thread_ts=self._target.thread_ts,
+            answer=self._answer,
+            lost=lost,
+            known=self._messages.keys(),
+        )
+        self._lost = None
+        if found is None:
+            return None
+        log.info("a lost create in %s was applied; continuing message %s", self._target, found.ts)
+        if found.stream:
+            message = _Message(streaming=True, sent=lost.settled)
+        else:
+            message = _Message(streaming=False, last_text=lost.text)
+        ts = self._created({"ts": found.ts}, message)
+        if text != lost.text:
+            if not (self._native and not message.streaming):  # else `edit` paces itself
+                await self._api.pacer.acquire(self._limits.edit_scopes, Priority.FINAL)
+            await self.edit(ts, text)
+        return ts
 
     async def _finish_resumed(self, message_id: str, text: str) -> None:
         """A stream another process started: stop it as it is, then replace its text."""
@@ -394,6 +458,7 @@ class SlackSink:
             "text": to_mrkdwn(text),
             "unfurl_links": False,
             "unfurl_media": False,
+            "metadata": tag(self._answer, self._part),
         }
 
     def _update_text_args(self, message_id: str, text: str) -> dict[str, Any]:
@@ -406,6 +471,7 @@ class SlackSink:
             "markdown_text": to_markdown_text(text),
             "unfurl_links": False,
             "unfurl_media": False,
+            "metadata": tag(self._answer, self._part),
         }
 
 

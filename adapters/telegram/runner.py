@@ -19,6 +19,7 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from adapters.telegram.inbound import BotIdentity, to_inbound, topic_of
+from adapters.telegram.resend import ResendGuard
 from adapters.telegram.sink import DraftSupport, Target, TelegramSink, revive
 from core.commands import COMMAND_HELP
 from core.errors import ConfigError
@@ -87,6 +88,7 @@ class TelegramChannel:
         )
         self._identity: BotIdentity | None = None
         self._drafts = DraftSupport()
+        self._resends = ResendGuard()
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._tasks = TaskSet("telegram")
         self._site_port: int | None = None
@@ -229,7 +231,7 @@ class TelegramChannel:
         identity = self._identity
         if identity is None:
             return None
-        return revive(self._bot, described, identity.id, self._drafts)
+        return revive(self._bot, described, identity.id, self._drafts, self._resends)
 
     def _dispatch(self, update: Update) -> None:
         """Hand a new message to the core at once (its place in order is fixed here)."""
@@ -249,7 +251,7 @@ class TelegramChannel:
             thread_id=topic_of(message),
             reply_to=None if inbound.is_direct else message.message_id,
         )
-        sink = TelegramSink(self._bot, target, identity.id, self._drafts)
+        sink = TelegramSink(self._bot, target, identity.id, self._drafts, self._resends)
         self._tasks.spawn(self._answer(accepted, sink), name=f"telegram:{message.message_id}")
 
     async def _answer(self, accepted: Accepted, sink: TelegramSink) -> None:

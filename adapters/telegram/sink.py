@@ -24,6 +24,7 @@ from telegram.error import (
 from telegram.warnings import PTBDeprecationWarning
 
 from adapters.telegram.format import MAX_MESSAGE_LENGTH, Rendered, render, rendered_length
+from adapters.telegram.resend import PER_MESSAGE, ResendGuard, maybe_applied
 from core.errors import SinkError, SinkGone, SinkRateLimited, SinkRejected
 from core.streaming import PaceScope, SinkLimits
 
@@ -84,6 +85,10 @@ class DraftSupport:
         self.enabled = False
 
 
+class SendUnconfirmed(SinkRateLimited):
+    """sendMessage failed after its request may have reached Telegram (the response was lost)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where an answer goes: chat, forum topic, and the message it answers (groups)."""
@@ -139,13 +144,19 @@ class TelegramSink:
     `finalize`, which returns the real message id; if drafts fail, or in groups, the first
     text is sent with sendMessage and grows with editMessageText. Texts are rendered as plain
     text + entities; when Telegram refuses the entities, the message is sent as plain text.
+
+    A sendMessage whose response was lost may have been shown; Telegram has no idempotency
+    key, so it is sent again at most once per message and as `resends` allows per chat, and
+    otherwise the answer ends (docs/telegram.md).
     """
 
     bot: Bot
     target: Target
     bot_id: int
     drafts: DraftSupport = field(default_factory=DraftSupport)
+    resends: ResendGuard = field(default_factory=ResendGuard)
     _messages: dict[str, _Message] = field(default_factory=dict, init=False)
+    _unconfirmed: int = field(default=0, init=False)  # lost responses of the pending send
     _posted: int = field(default=0, init=False)
     _limits: SinkLimits | None = field(default=None, init=False)
 
@@ -257,6 +268,8 @@ class TelegramSink:
             reply = ReplyParameters(
                 message_id=self.target.reply_to, allow_sending_without_reply=True
             )
+        if self._unconfirmed:
+            self._may_send_again()
         try:
             sent = await self._call(
                 "sendMessage",
@@ -269,6 +282,9 @@ class TelegramSink:
                     link_preview_options=_NO_PREVIEW,
                 ),
             )
+        except SendUnconfirmed:
+            self._unconfirmed += 1
+            raise
         except SinkRejected as exc:
             if not _bad_entities(exc) or message.plain:
                 raise
@@ -276,9 +292,23 @@ class TelegramSink:
             message.plain = True
             await self._send(message, rendered)
             return
+        self._unconfirmed = 0
         message.real_id = int(sent.message_id)
         message.shown = rendered
         self._posted += 1
+
+    def _may_send_again(self) -> None:
+        """Allow one blind re-send of a message whose response was lost, within the bounds."""
+        chat = self.target.chat_id
+        if self._unconfirmed > PER_MESSAGE or not self.resends.allow(chat):
+            raise SinkRejected(
+                "sendMessage: Telegram did not confirm the message (it may be shown already); "
+                "not sending it again"
+            )
+        log.warning(
+            "telegram sendMessage in chat %s lost its response; sending again (may show twice)",
+            chat,
+        )
 
     async def _edit(self, message: _Message, rendered: Rendered) -> None:
         if message.shown is not None and _same(message.shown, rendered, message.plain):
@@ -324,6 +354,8 @@ class TelegramSink:
         except InvalidToken as exc:
             raise SinkRejected(f"{method}: {exc.message}") from exc
         except NetworkError as exc:  # timeouts and connection errors: retry after a pause
+            if method == "sendMessage" and maybe_applied(exc):
+                raise SendUnconfirmed(NETWORK_RETRY_AFTER, f"{method}: {exc.message}") from exc
             raise SinkRateLimited(NETWORK_RETRY_AFTER, f"{method}: {exc.message}") from exc
         except TelegramError as exc:
             raise SinkRejected(f"{method}: {exc.message}") from exc
@@ -360,7 +392,11 @@ def _retry_after(exc: RetryAfter) -> float:
 
 
 def revive(
-    bot: Bot, described: dict[str, Any], bot_id: int, drafts: DraftSupport
+    bot: Bot,
+    described: dict[str, Any],
+    bot_id: int,
+    drafts: DraftSupport,
+    resends: ResendGuard,
 ) -> TelegramSink | None:
     """A sink that finishes the messages of a stored answer (`TelegramSink.describe`)."""
     try:
@@ -372,4 +408,4 @@ def revive(
         )
     except (KeyError, TypeError, ValueError):
         return None
-    return TelegramSink(bot, target, bot_id, drafts)
+    return TelegramSink(bot, target, bot_id, drafts, resends)

@@ -11,6 +11,12 @@ in `live_mentions`.
 Socket Mode: `apps.connections.open` (app token) returns `ws://127.0.0.1:PORT/socket?ticket=…`;
 the socket sends `hello`, then the `events_api` envelopes a test sends with `send_event`, and
 records acks (`{"envelope_id": …}`); unacked envelopes can be redelivered with `retry_attempt`.
+
+Message metadata (`{"event_type", "event_payload"}`, else `invalid_metadata_format`) is kept with
+the message and returned by `conversations.replies` only with `include_all_metadata`, which
+also honours `oldest`/`latest`/`inclusive`/`limit`/`cursor` like Slack. `drop_responses(n)`
+makes the next n creates (chat.postMessage, chat.startStream) apply and then lose their
+response: the connection closes unanswered.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ class Message:
     history: list[tuple[float, str]] = field(default_factory=list)
     expired: bool = False
     deleted: bool = False
+    metadata: dict[str, Any] | None = None
 
     @property
     def final(self) -> bool:
@@ -198,6 +205,8 @@ class FakeSlack(Served):
         self._port = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticket_set: set[str] = set()
+        self._drops = 0
+        self.dropped: list[Call] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -262,6 +271,10 @@ class FakeSlack(Served):
 
     def method_counts(self, *, writes_only: bool = False) -> Counter[str]:
         return Counter(c.method for c in self.calls if not writes_only or c.method in WRITE_METHODS)
+
+    def drop_responses(self, count: int = 1) -> None:
+        """The next `count` creates are applied, then their responses are lost."""
+        self._drops += count
 
     def expire_streams(self) -> None:
         """Every open stream expires now (later appends and stops are refused)."""
@@ -462,6 +475,12 @@ class FakeSlack(Served):
             return web.json_response(
                 {"ok": False, "error": exc.error}, status=exc.status, headers=headers
             )
+        if self._drops and method in ("chat.postMessage", "chat.startStream"):
+            self._drops -= 1
+            self.dropped.append(call)
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError  # applied; the client never hears of it
         return web.json_response({"ok": True, **result})
 
     def _check_token(self, method: str, token: str) -> None:
@@ -549,9 +568,27 @@ class FakeSlack(Served):
             raise SlackError("no_text")
         return None
 
+    def _metadata(self, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        raw = args.get("metadata")
+        if raw is None:
+            return None
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise SlackError("invalid_metadata_format") from None
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("event_type"), str)
+            or not isinstance(raw.get("event_payload"), dict)
+        ):
+            raise SlackError("invalid_metadata_format")
+        return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}
+
     def _new_message(
         self, args: Mapping[str, Any], text: str, markdown: bool, streaming: bool
     ) -> Message:
+        metadata = self._metadata(args)
         now = time.time()
         ts = self.next_ts()
         thread_ts = args.get("thread_ts")
@@ -565,6 +602,7 @@ class FakeSlack(Served):
             created_at=now,
             updated_at=now,
             history=[(now, text)],
+            metadata=metadata,
         )
         self.messages[ts] = message
         return message
@@ -616,9 +654,12 @@ class FakeSlack(Served):
         message = self._message(args)
         content = self._content(args)
         assert content is not None
+        metadata = self._metadata(args)
         message.markdown = content[1]
         message.streaming = False
         message.expired = False
+        if metadata is not None:
+            message.metadata = metadata
         self._set_text(message, content[0], "chat.update")
         return {"channel": message.channel, "ts": message.ts, "text": content[0]}
 
@@ -662,6 +703,9 @@ class FakeSlack(Served):
         if not message.streaming:
             raise SlackError("message_not_in_streaming_state")
         content = self._content(args, required=False)
+        metadata = self._metadata(args)
+        if metadata is not None:
+            message.metadata = metadata
         message.streaming = False
         self._set_text(message, message.text + (content[0] if content else ""), "chat.stopStream")
         return {"channel": message.channel, "ts": message.ts, "message": {"text": message.text}}
@@ -705,14 +749,47 @@ class FakeSlack(Served):
         }
 
     def _m_conversations_replies(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        channel, ts = str(args.get("channel")), str(args.get("ts"))
+        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
+        self._channel_ok(channel)
+        if not ts:
+            raise SlackError("invalid_arguments")
+        with_metadata = _flag(args.get("include_all_metadata"))
+        inclusive = _flag(args.get("inclusive"))
+        oldest = float(args.get("oldest") or 0)
+        latest = float(args.get("latest") or math.inf)
+        limit = max(1, min(int(args.get("limit") or 1000), 1000))
+        start = int(args.get("cursor") or 0)
+
+        def within(stamp: float) -> bool:
+            if inclusive:
+                return oldest <= stamp <= latest
+            return oldest < stamp < latest
+
+        found = [m for m in self.thread_messages(channel, ts) if within(float(m.ts))]
+        page = found[start : start + limit]
+        messages = []
+        for m in page:
+            item: dict[str, Any] = {
+                "type": "message",
+                "ts": m.ts,
+                "thread_ts": m.thread_ts,
+                "user": self.bot_user_id,
+                "bot_id": self.bot_id,
+                "text": m.text,
+            }
+            if with_metadata and m.metadata is not None:
+                item["metadata"] = m.metadata
+            messages.append(item)
+        more = start + limit < len(found)
         return {
-            "messages": [
-                {"ts": m.ts, "text": m.text, "bot_id": self.bot_id}
-                for m in self.thread_messages(channel, ts)
-            ],
-            "has_more": False,
+            "messages": messages,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
+
+
+def _flag(value: Any) -> bool:
+    return value in (True, 1, "1", "true", "True")
 
 
 async def _read_args(request: web.Request) -> dict[str, Any]:

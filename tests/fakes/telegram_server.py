@@ -11,7 +11,8 @@ tolerated), 20 a minute per group and 30 a second for the whole bot, answered wi
 `retry_after`; 400 "message is not modified", "message is too long" (over 4096 UTF-16 units),
 "can't parse entities" (entities out of range, overlapping or of an unsupported type; bad
 HTML/MarkdownV2 markup), "message to edit not found", "message thread not found", 403
-"bot was blocked by the user". A wrong token gets 401.
+"bot was blocked by the user". A wrong token gets 401. `drop_responses(n)` makes the next n
+sendMessage calls apply and then lose their response (the connection closes unanswered).
 
 Tests play the users: `send()` builds a realistic Update (entities for mentions and commands,
 `reply_to_message`, forum topic fields) and delivers it by getUpdates or to the webhook.
@@ -254,6 +255,8 @@ class FakeTelegram(Served):
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._port = 0
+        self._drops = 0
+        self.dropped: list[Call] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -442,6 +445,10 @@ class FakeTelegram(Served):
 
     # -- what users see ------------------------------------------------------------------
 
+    def drop_responses(self, count: int = 1) -> None:
+        """The next `count` sendMessage calls are applied, then their responses are lost."""
+        self._drops += count
+
     def bot_messages(self, chat_id: int | None = None) -> list[Message]:
         """The bot's messages (optionally in one chat), oldest first."""
         found = [m for m in self.messages.values() if m.from_bot]
@@ -492,6 +499,12 @@ class FakeTelegram(Served):
                 self.rate_limited += 1
                 body["parameters"] = {"retry_after": exc.retry_after}
             return web.json_response(body, status=exc.code)
+        if self._drops and method == "sendMessage":
+            self._drops -= 1
+            self.dropped.append(call)
+            assert request.transport is not None
+            request.transport.close()
+            raise asyncio.CancelledError  # applied; the client never hears of it
         return web.json_response({"ok": True, "result": result})
 
     async def _payload(self, request: web.Request) -> dict[str, Any]:
