@@ -10,15 +10,18 @@ answer streams for a few seconds (`--words` words, `--delay` seconds apart). The
 every Slack method at Slack's real rates (chat.startStream/stopStream ~20/min, chat.update
 ~50/min, chat.postMessage ~1/s per channel), so N answers take minutes, not seconds.
 
-Prints the 429 count, Slack API calls per answer (total, writes, and by method), and the median
+Prints the 429 count, Slack API calls per answer (total, writes, and by method), the median
 and p95 of (time the complete final text became visible on the fake - the LLM's last token of
-that answer), both wall-clock `time.time()`.
+that answer), both wall-clock `time.time()`, and the service's CPU time per answer (user +
+system seconds of the child process from its first event to the last final text, read from
+/proc). With `--runs R` every number is printed per run and as the median of the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import tempfile
 import time
@@ -47,13 +50,18 @@ def _env(slack: FakeSlack, llm: FakeOpenAI, directory: Path, native: bool) -> di
     }
 
 
-async def run(answers: int, channels: int, words: int, delay: float, native: bool) -> None:
-    print(machine())
-    print(
-        f"{answers} concurrent answers in one workspace, {channels} channels, "
-        f"{words + 3} words each streamed {delay * 1000:.0f} ms apart, "
-        f"native streaming {'on' if native else 'off'}"
-    )
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(
+    answers: int, channels: int, words: int, delay: float, native: bool
+) -> dict[str, float]:
     users = {f"U{n}": f"User {n}" for n in range(10)}
     async with FakeSlack(users=users) as slack, FakeOpenAI() as llm:
         llm.script(*[Reply(delay_between=delay) for _ in range(answers)])
@@ -63,6 +71,7 @@ async def run(answers: int, channels: int, words: int, delay: float, native: boo
             ) as service:
                 await service.wait_until(lambda: bool(slack.sockets), within=30, what="socket")
                 expected: dict[int, tuple[str, str, str]] = {}
+                cpu_before = cpu_seconds(service.pid)
                 started = time.time()
                 for index in range(answers):
                     channel = f"C{index % channels:03d}"
@@ -87,6 +96,7 @@ async def run(answers: int, channels: int, words: int, delay: float, native: boo
                     what="every answer complete",
                 )
                 elapsed = time.time() - started
+                cpu = cpu_seconds(service.pid) - cpu_before
         last_token: dict[int, float] = {}
         for request in llm.chat_requests:
             content = request.json["messages"][-1]["content"]
@@ -114,6 +124,33 @@ async def run(answers: int, channels: int, words: int, delay: float, native: boo
         f"median {median(lags):.2f} s, p95 {percentile(lags, 0.95):.2f} s, "
         f"max {max(lags):.2f} s"
     )
+    print(f"service CPU: {cpu:.2f} s, {cpu / answers * 1000:.1f} ms per answer")
+    return {
+        "429s": float(slack.rate_limited),
+        "calls/answer": total / answers,
+        "writes/answer": writes / answers,
+        "lag p50 s": median(lags),
+        "lag p95 s": percentile(lags, 0.95),
+        "CPU ms/answer": cpu / answers * 1000,
+    }
+
+
+async def run_all(
+    runs: int, answers: int, channels: int, words: int, delay: float, native: bool
+) -> None:
+    print(machine())
+    print(
+        f"{answers} concurrent answers in one workspace, {channels} channels, "
+        f"{words + 3} words each streamed {delay * 1000:.0f} ms apart, "
+        f"native streaming {'on' if native else 'off'}, {runs} run(s)"
+    )
+    results = []
+    for number in range(runs):
+        print(f"-- run {number + 1}")
+        results.append(await run(answers, channels, words, delay, native))
+    print(f"-- median of {runs} run(s)")
+    for name in results[0]:
+        print(f"  {name:<16} {median([r[name] for r in results]):.2f}")
 
 
 def main() -> None:
@@ -123,8 +160,11 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=30)
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--no-native", action="store_true")
+    parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    asyncio.run(run(args.answers, args.channels, args.words, args.delay, not args.no_native))
+    asyncio.run(
+        run_all(args.runs, args.answers, args.channels, args.words, args.delay, not args.no_native)
+    )
 
 
 if __name__ == "__main__":

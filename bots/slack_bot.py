@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from adapters.slack import SlackChannel, SlackConfig
+from adapters.slack.assistant import AssistantSettings
 from bots.wiring import Runtime
 from core.channel import Channel
 
@@ -23,6 +24,19 @@ def slack_config(runtime: Runtime) -> SlackConfig:
         http_host=settings.slack_http_host,
         http_port=settings.slack_http_port,
         http_path=settings.slack_http_path,
+        assistant=assistant_settings(runtime),
+        agent_sessions=settings.slack_agent_sessions,
+    )
+
+
+def assistant_settings(runtime: Runtime) -> AssistantSettings:
+    """The title and suggested prompts of a new assistant thread."""
+    settings = runtime.settings
+    defaults = AssistantSettings()
+    prompts = settings.slack_suggested_prompts
+    return AssistantSettings(
+        title=settings.slack_assistant_title,
+        prompts=defaults.prompts if prompts is None else [(p.title, p.message) for p in prompts],
     )
 
 

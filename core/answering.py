@@ -260,8 +260,12 @@ class Answerer:
         since = int(meta.get("since_turn", 0))
         current = turns[-1]
         prior = [t for t in turns[:-1] if t.id is not None and t.id > since]
+        system = self._config.system_prompt
+        note = meta.get("context_note")
+        if isinstance(note, str) and note:
+            system = f"{system}\n\n{note}" if system else note
         return build_window(
-            self._config.system_prompt,
+            system,
             prior,
             current,
             context_tokens=budget.context_tokens,

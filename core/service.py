@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 from core.answering import Answerer
 from core.command_replies import CommandReplies
-from core.commands import parse_command
+from core.commands import help_text, parse_command
 from core.context import TokenCounter
 from core.conversation import RUNNING_THREAD, ConversationKey, Inbound
 from core.errors import LLMError
@@ -57,6 +57,7 @@ class ChatService:
         config: ServiceConfig,
     ) -> None:
         self._driver = driver
+        self._store = store
         self._router = Router(store, history_turns=config.history_turns)
         self._commands = CommandReplies(store, config)
         self._answerer = Answerer(
@@ -109,6 +110,24 @@ class ChatService:
             return Prepared(sink)
 
         return await self.answer(accepted, prepare)
+
+    async def command(self, text: str, key: ConversationKey | None) -> str | None:
+        """The reply to a command given outside a conversation's messages (a slash command).
+
+        None when `text` is not a command; commands other than /help need `key`.
+        """
+        command = parse_command(text)
+        if command is None:
+            return None
+        if command.name == "help":
+            return help_text()
+        if key is None:
+            raise ValueError(f"/{command.name} needs a conversation")
+        return await self._commands.reply(command, key)
+
+    async def set_context(self, key: ConversationKey, note: str | None) -> None:
+        """Tell the model `note` in every later answer of `key` (None: nothing any more)."""
+        await self._store.update_meta(key, context_note=note)
 
     async def _run(self, routed: Routed, prepared: Prepared, outcome: Outcome) -> None:
         inbound = routed.inbound

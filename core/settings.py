@@ -8,7 +8,14 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -28,6 +35,13 @@ AuthSetting = Literal["auto", "bearer", "api-key", "none"]
 
 def _env(name: str) -> Any:
     return Field(validation_alias=AliasChoices(name))
+
+
+class SuggestedPrompt(BaseModel):
+    """One suggested prompt of a new Slack assistant thread."""
+
+    title: str = Field(min_length=1, max_length=75)
+    message: str = Field(min_length=1)
 
 
 class Settings(BaseSettings):
@@ -82,6 +96,13 @@ class Settings(BaseSettings):
     slack_http_host: str = Field(default="0.0.0.0", validation_alias="SLACK_HTTP_HOST")
     slack_http_port: int = Field(default=3000, ge=0, le=65535, validation_alias="SLACK_HTTP_PORT")
     slack_http_path: str = Field(default="/slack/events", validation_alias="SLACK_HTTP_PATH")
+    slack_assistant_title: str = Field(
+        default="Chat with threadline", max_length=200, validation_alias="SLACK_ASSISTANT_TITLE"
+    )
+    slack_suggested_prompts: Annotated[list[SuggestedPrompt] | None, NoDecode] = Field(
+        default=None, max_length=4, validation_alias="SLACK_SUGGESTED_PROMPTS"
+    )
+    slack_agent_sessions: bool = Field(default=True, validation_alias="SLACK_AGENT_SESSIONS")
 
     # Telegram webhook mode (long polling when TELEGRAM_WEBHOOK_URL is unset).
     telegram_webhook_url: str | None = Field(default=None, validation_alias="TELEGRAM_WEBHOOK_URL")
@@ -173,6 +194,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_logit_bias(cls, value: Any) -> Any:
         return _parse_env_text(value, _json_object)
+
+    @field_validator("slack_suggested_prompts", mode="before")
+    @classmethod
+    def _parse_prompts(cls, value: Any) -> Any:
+        return _parse_env_text(value, json.loads)
 
     @field_validator("discord_shard_ids", mode="before")
     @classmethod

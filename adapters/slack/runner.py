@@ -1,46 +1,58 @@
-"""The Slack channel's lifecycle: Socket Mode or HTTP Events API, event dispatch, tracked tasks."""
+"""The Slack channel on Bolt: what each request does, answers through the core, tracked tasks."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from slack_sdk.signature import SignatureVerifier
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackApi, SlackGone
+from adapters.slack.arrival_order import ArrivalOrder
+from adapters.slack.assistant import (
+    ACTIVE,
+    PROCESSING,
+    AgentSessions,
+    AssistantSettings,
+    context_note,
+    set_up_thread,
+    viewed_channel,
+)
+from adapters.slack.bolt_app import COMMAND, bolt_logger, build_app
 from adapters.slack.inbound import (
+    PLATFORM,
     SlackMessage,
     parse_message,
     to_inbound,
     workspace_of,
 )
-from adapters.slack.sink import NativeAdmission, Scopes, SlackSink, SlackTarget, revive
+from adapters.slack.people import AuthorNames
+from adapters.slack.sink import NativeAdmission, SlackSink, SlackTarget, revive
+from adapters.slack.slash import LastThreads, parse_slash, slash_help
+from adapters.slack.transports import (
+    OrderedHttpServer,
+    OrderedSocketModeHandler,
+    serve_http,
+    serve_socket_mode,
+)
+from core.conversation import ConversationKey, Inbound
 from core.errors import ConfigError, SinkError
 from core.routing import Accepted, Routed
 from core.service import ChatService, Prepared
-from core.streaming import Pacer, Priority
+from core.streaming import Pacer
 from core.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
-SUGGESTED_PROMPTS = (
-    {"title": "Explain something", "message": "Explain how a token bucket rate limiter works."},
-    {"title": "Write code", "message": "Write a Python function that merges two sorted lists."},
-    {"title": "Summarise", "message": "Summarise the key points of our discussion so far."},
-)
-ASSISTANT_TITLE = "Chat with threadline"
-_NAME_LIMIT = 20_000
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SlackConfig:
     """What the channel needs from the settings."""
 
@@ -53,14 +65,16 @@ class SlackConfig:
     http_host: str = "0.0.0.0"
     http_port: int = 3000
     http_path: str = "/slack/events"
+    assistant: AssistantSettings = field(default_factory=AssistantSettings)
+    agent_sessions: bool = True
 
 
 class SlackChannel:
-    """Receives Slack events (Socket Mode or HTTP), answers them through the ChatService.
+    """Serves Slack through one Bolt `AsyncApp` (Socket Mode or HTTP) and answers via the core.
 
-    Every event is acknowledged at once and each message handed to the core's accept step
-    before anything is awaited (which also drops the second copy that app_mention and
-    message.* deliver, and Slack's retries); the work runs in a tracked task.
+    Each request gets an arrival ticket from the transport; a message listener hands the
+    message to the core's accept step in that order, before awaiting anything else, then
+    answers in a tracked task. Answers are written through threadline's paced `SlackApi`.
     """
 
     def __init__(self, config: SlackConfig, service: ChatService, pacer: Pacer) -> None:
@@ -72,39 +86,272 @@ class SlackChannel:
         self.bot_user_id = ""
         self.bot_id: str | None = None
         self.http_port: int | None = None
-        self._api: SlackApi | None = None
-        self._tasks = TaskSet("slack")
-        self._names: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._name_lookups: dict[tuple[str, str], asyncio.Future[str]] = {}
         self.ready = asyncio.Event()
+        self._order = ArrivalOrder()
+        self._tasks = TaskSet("slack")
+        self.sessions = AgentSessions(self._tasks, enabled=config.agent_sessions)
+        self._names = AuthorNames()
+        self._threads = LastThreads()
+        self._session: aiohttp.ClientSession | None = None
+        self._apis: dict[str, SlackApi] = {}
 
     @property
     def api(self) -> SlackApi:
-        assert self._api is not None, "the channel is not running"
-        return self._api
+        """The API client of the configured bot token."""
+        return self._api_for_token(self.config.bot_token)
 
     async def run(self) -> None:
-        """Connect, serve events until cancelled, then finish cleanly."""
+        """Connect, serve Slack until cancelled, then finish cleanly."""
         async with aiohttp.ClientSession() as session:
-            client = AsyncWebClient(
-                token=self.config.bot_token,
-                base_url=self.config.api_url,
-                session=session,
-                retry_handlers=[],
-                timeout=30,
-            )
-            self._api = SlackApi(client, self.pacer)
+            self._session = session
             try:
                 await self._identify()
                 self.service.recovery.register("slack", self._revive)
+                app = build_app(
+                    self,
+                    self._client(None),
+                    signing_secret=self.config.signing_secret,
+                    authorize=self._authorizer(),
+                    logger=bolt_logger(),
+                )
                 if self.config.app_token:
-                    await self._socket_mode(session)
+                    handler = OrderedSocketModeHandler(
+                        app,
+                        self.config.app_token,
+                        self._order,
+                        logger=_quiet("slack_sdk.socket_mode"),
+                        web_client=self._client(None),
+                    )
+                    await serve_socket_mode(handler, self.ready.set)
                 else:
-                    await self._http_mode()
+                    server = OrderedHttpServer(app, self.config.http_path, self._order)
+                    await serve_http(
+                        server, self.config.http_host, self.config.http_port, self._listening
+                    )
             finally:
                 await self._tasks.cancel_all()
+                self._session = None
 
-    # -- start-up ----------------------------------------------------------------------------
+    # -- Bolt entry points -------------------------------------------------------------------
+
+    async def on_message(self, body: Mapping[str, Any], context: AsyncBoltContext) -> None:
+        """A message or app_mention: accept it in arrival order, answer in a tracked task."""
+        await self._order.turn()
+        try:
+            message = parse_message(
+                body,
+                bot_user_id=context.bot_user_id or self.bot_user_id,
+                bot_id=context.bot_id or self.bot_id,
+            )
+            if message is None:
+                return
+            self._threads.remember(message.space, message.channel, message.user, message.thread)
+            inbound = to_inbound(message, require_mention=self.config.require_mention)
+            accepted = self.service.accept(inbound)
+            if accepted is None:
+                return  # the same message as app_mention and message.*, or redelivered
+            api = self._api_for(context)
+            self._tasks.spawn(self._answer(api, message, accepted))
+        finally:
+            await self._order.accepted()
+
+    async def on_thread_started(self, body: Mapping[str, Any], context: AsyncBoltContext) -> None:
+        """An assistant thread opened: prompts and title, and the channel the user is viewing."""
+        event = body.get("event") or {}
+        thread = event.get("assistant_thread") or {}
+        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
+        if not channel or not thread_ts:
+            return
+        space, _ = workspace_of(body)
+        api = self._api_for(context)
+        self._tasks.spawn(
+            set_up_thread(api, space, str(channel), str(thread_ts), self.config.assistant)
+        )
+        await self._remember_context(space, str(channel), str(thread_ts), viewed_channel(event))
+
+    async def on_context_changed(
+        self, body: Mapping[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """The user switched channels with the assistant pane open: the thread's new context."""
+        event = body.get("event") or {}
+        thread = event.get("assistant_thread") or {}
+        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
+        if channel and thread_ts:
+            space, _ = workspace_of(body)
+            await self._remember_context(
+                space, str(channel), str(thread_ts), viewed_channel(event)
+            )
+
+    async def on_session_stopped(
+        self, body: Mapping[str, Any], context: AsyncBoltContext
+    ) -> None:
+        """The agent session's native Stop was clicked: stop that thread's answer."""
+        event = body.get("event") or {}
+        channel, thread_ts = event.get("channel"), event.get("thread_ts")
+        if not channel or not thread_ts:
+            return
+        space, _ = workspace_of(body)
+        key = ConversationKey(PLATFORM, space, str(channel), str(thread_ts))
+        stopped = self.service.stop(key, requested_by=str(event.get("user") or "") or None)
+        log.info("agent session stop in %s: %s", key, "stopped" if stopped else "nothing running")
+        if not stopped:
+            target = SlackTarget(space, space, str(channel), str(thread_ts), "", is_dm=False)
+            self.sessions.want(self._api_for(context), target, ACTIVE)
+
+    async def on_uninstalled(self, body: Mapping[str, Any], context: AsyncBoltContext) -> None:
+        """The app left a workspace: nothing is answered there any more."""
+        space, _ = workspace_of(body)
+        log.info("slack app uninstalled or tokens revoked in %s", space)
+
+    async def on_command(
+        self, body: Mapping[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        """`/threadline …`: the command's reply, visible only to whoever typed it."""
+        text = str(body.get("text") or "")
+        command = parse_slash(text)
+        if command is None:
+            await respond(
+                f"I don't know `{COMMAND} {text.strip()}`.\n\n" + slash_help(COMMAND),
+                response_type="ephemeral",
+            )
+            return
+        if command.name == "help":
+            await respond(slash_help(COMMAND), response_type="ephemeral")
+            return
+        space = _space_of_interaction(body)
+        channel, user = str(body.get("channel_id") or ""), str(body.get("user_id") or "")
+        thread = self._threads.find(space, channel, user)
+        if thread is None:
+            await respond(
+                "Write me a message first (here, or in a thread): "
+                f"`{COMMAND} {command.name}` then applies to that conversation.",
+                response_type="ephemeral",
+            )
+            return
+        key = ConversationKey(PLATFORM, space, channel, thread)
+        reply = await self.service.command(f"/{command.name} {command.argument}", key)
+        await respond(reply or slash_help(COMMAND), response_type="ephemeral")
+
+    async def on_shortcut(
+        self, body: Mapping[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        """"Ask threadline about this message": answered in that message's thread."""
+        message = body.get("message") or {}
+        channel = str((body.get("channel") or {}).get("id") or "")
+        user = str((body.get("user") or {}).get("id") or "")
+        ts = str(message.get("ts") or "")
+        text = str(message.get("text") or "").strip()
+        if not channel or not ts or not user:
+            return
+        if not text:
+            await respond("That message has no text I can read.", response_type="ephemeral")
+            return
+        space = _space_of_interaction(body)
+        thread = str(message.get("thread_ts") or ts)
+        slack_message = SlackMessage(
+            space=space,
+            team_id=space.rpartition(":")[2],
+            user_team=str((body.get("user") or {}).get("team_id") or space.rpartition(":")[2]),
+            channel=channel,
+            user=user,
+            text=f"About this message:\n\n{text}",
+            ts=ts,
+            thread_ts=thread,
+            is_dm=channel.startswith("D"),
+            mentioned=True,
+        )
+        inbound = Inbound(
+            key=slack_message.key,
+            message_id=f"shortcut:{body.get('trigger_id') or ts}",
+            author_id=user,
+            author_name=user,
+            text=slack_message.text,
+            is_direct=slack_message.is_dm,
+            event_id=f"shortcut:{body.get('trigger_id') or ts}",
+            addressed=True,
+        )
+        accepted = self.service.accept(inbound)
+        if accepted is not None:
+            self._tasks.spawn(self._answer(self._api_for(context), slack_message, accepted))
+
+    async def on_stop_button(self, body: Mapping[str, Any], context: AsyncBoltContext) -> None:
+        """The Stop button of an answer (channels without an agent session)."""
+        channel = str((body.get("channel") or {}).get("id") or "")
+        container = body.get("container") or {}
+        thread = str(container.get("thread_ts") or container.get("message_ts") or "")
+        if channel and thread:
+            key = ConversationKey(PLATFORM, _space_of_interaction(body), channel, thread)
+            user = str((body.get("user") or {}).get("id") or "") or None
+            self.service.stop(key, requested_by=user)
+
+    # -- answering ---------------------------------------------------------------------------
+
+    async def _answer(self, api: SlackApi, message: SlackMessage, accepted: Accepted) -> None:
+        target = SlackTarget(
+            space=message.space,
+            team_id=message.user_team,
+            channel=message.channel,
+            thread_ts=message.thread,
+            user=message.user,
+            is_dm=message.is_dm,
+        )
+
+        async def prepare(routed: Routed) -> Prepared:
+            name = message.user
+            if not message.is_dm:
+                name = await self._names.name(api, message.space, message.user)
+            sink = SlackSink(
+                api,
+                target,
+                native=self.admission.admit(message.space),
+                admission=self.admission,
+                status_off=self.status_off,
+            )
+            self.sessions.want(api, target, PROCESSING)
+            return Prepared(sink, author_name=name)
+
+        try:
+            outcome = await self.service.answer(accepted, prepare)
+        finally:
+            self.sessions.want(api, target, ACTIVE)
+        if outcome.skipped:
+            log.debug("slack message %s skipped: %s", message.event_id, outcome.skipped)
+
+    async def _remember_context(
+        self, space: str, channel: str, thread_ts: str, viewed: str | None
+    ) -> None:
+        key = ConversationKey(PLATFORM, space, channel, thread_ts)
+        try:
+            await self.service.set_context(key, context_note(viewed))
+        except Exception:
+            log.exception("could not store the assistant thread context of %s", key)
+
+    # -- clients and identity ----------------------------------------------------------------
+
+    def _client(self, token: str | None) -> AsyncWebClient:
+        """A Web API client for `token` (None: app-level calls such as apps.connections.open)."""
+        return AsyncWebClient(
+            token=token,
+            base_url=self.config.api_url,
+            session=self._session,
+            retry_handlers=[],  # the pacer handles rate limits; a retried write could post twice
+            timeout=30,
+            logger=_quiet("slack_sdk.web"),
+        )
+
+    def _api_for_token(self, token: str) -> SlackApi:
+        api = self._apis.get(token)
+        if api is None:
+            api = self._apis[token] = SlackApi(self._client(token), self.pacer)
+            api.bot_id = self.bot_id
+        return api
+
+    def _api_for(self, context: AsyncBoltContext) -> SlackApi:
+        """The paced API client of the workspace Bolt authorized this request for."""
+        api = self._api_for_token(context.bot_token or self.config.bot_token)
+        if context.bot_id:
+            api.bot_id = context.bot_id
+        return api
 
     async def _identify(self) -> None:
         delay = 1.0
@@ -125,233 +372,46 @@ class SlackChannel:
         self.api.bot_id = self.bot_id
         log.info("slack bot %s (team %s) ready", self.bot_user_id, data.get("team_id"))
 
+    def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
+        """Bolt's authorize step: the one configured bot, identified once at start."""
+
+        async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+            return AuthorizeResult(
+                enterprise_id=enterprise_id,
+                team_id=team_id,
+                bot_user_id=self.bot_user_id,
+                bot_id=self.bot_id,
+                bot_token=self.config.bot_token,
+            )
+
+        return authorize
+
+    def _listening(self, port: int) -> None:
+        self.http_port = port
+        log.info(
+            "slack HTTP events listening on %s:%s%s",
+            self.config.http_host,
+            port,
+            self.config.http_path,
+        )
+        self.ready.set()
+
     def _revive(self, described: dict[str, Any]) -> SlackSink | None:
-        return revive(
-            self.api, described, admission=self.admission, status_off=self.status_off
-        )
+        return revive(self.api, described, admission=self.admission, status_off=self.status_off)
 
-    # -- Socket Mode -------------------------------------------------------------------------
 
-    async def _socket_mode(self, session: aiohttp.ClientSession) -> None:
-        assert self.config.app_token is not None
-        # The socket URL carries a connection ticket: keep slack_sdk's DEBUG logs of it out.
-        quiet = logging.getLogger(f"{__name__}.connections")
-        quiet.setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
-        opener = AsyncWebClient(
-            base_url=self.config.api_url,
-            session=session,
-            retry_handlers=[],
-            timeout=30,
-            logger=quiet,
-        )
-        delay = 1.0
-        while True:
-            try:
-                opened = await opener.apps_connections_open(app_token=self.config.app_token)
-                url = str(opened["url"])
-                async with session.ws_connect(url, heartbeat=20.0) as socket:
-                    delay = 1.0
-                    asked = await self._read_socket(socket)
-                if asked:
-                    continue  # Slack asked us to move to a fresh connection: at once
-                log.info("slack socket closed; reconnecting")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("slack socket mode connection failed: %s", type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+def _space_of_interaction(body: Mapping[str, Any]) -> str:
+    """The workspace of a slash command or interaction payload (`enterprise:team` on Grid)."""
+    team = body.get("team")
+    team_id = str(body.get("team_id") or (team.get("id") if isinstance(team, Mapping) else ""))
+    enterprise = body.get("enterprise_id") or (body.get("enterprise") or {}).get("id")
+    if body.get("is_enterprise_install") and enterprise and not team_id:
+        return str(enterprise)
+    return f"{enterprise}:{team_id}" if enterprise else team_id
 
-    async def _read_socket(self, socket: aiohttp.ClientWebSocketResponse) -> bool:
-        """Serve one connection; True when Slack asked to reconnect (`disconnect`)."""
-        async for frame in socket:
-            if frame.type is not aiohttp.WSMsgType.TEXT:
-                if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR):
-                    return False
-                continue
-            try:
-                envelope = json.loads(frame.data)
-            except ValueError:
-                log.warning("slack socket sent a frame that is not JSON")
-                continue
-            kind = envelope.get("type")
-            if kind == "hello":
-                log.info("slack socket mode connected")
-                self.ready.set()
-                continue
-            if kind == "disconnect":
-                log.info("slack asked to reconnect (%s)", envelope.get("reason"))
-                return True
-            envelope_id = envelope.get("envelope_id")
-            if envelope_id:
-                await socket.send_str(json.dumps({"envelope_id": envelope_id}))
-            if kind == "events_api" and isinstance(envelope.get("payload"), Mapping):
-                self.dispatch(envelope["payload"], retry=int(envelope.get("retry_attempt") or 0))
-        return False
 
-    # -- HTTP Events API ---------------------------------------------------------------------
-
-    async def _http_mode(self) -> None:
-        assert self.config.signing_secret is not None
-        verifier = SignatureVerifier(self.config.signing_secret)
-        app = web.Application()
-
-        async def events(request: web.Request) -> web.Response:
-            body = await request.read()
-            timestamp = request.headers.get("X-Slack-Request-Timestamp")
-            signature = request.headers.get("X-Slack-Signature")
-            try:
-                valid = verifier.is_valid(body, timestamp, signature)
-            except (TypeError, ValueError):
-                valid = False
-            if not valid:
-                log.warning("refused a slack request with a bad signature or timestamp")
-                return web.Response(status=401, text="invalid signature")
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                return web.Response(status=400, text="not JSON")
-            if not isinstance(payload, dict):
-                return web.Response(status=400, text="not an object")
-            if payload.get("type") == "url_verification":
-                return web.json_response({"challenge": payload.get("challenge")})
-            retry = request.headers.get("X-Slack-Retry-Num")
-            self.dispatch(payload, retry=int(retry) if retry and retry.isdigit() else 0)
-            return web.Response(status=200)
-
-        app.router.add_post(self.config.http_path, events)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.config.http_host, self.config.http_port)
-            await site.start()
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or ()
-            self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http_port
-            log.info(
-                "slack HTTP events listening on %s:%s%s",
-                self.config.http_host,
-                self.http_port,
-                self.config.http_path,
-            )
-            self.ready.set()
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
-
-    # -- dispatch ----------------------------------------------------------------------------
-
-    def dispatch(self, payload: Mapping[str, Any], *, retry: int = 0) -> None:
-        """Take one Events API payload: remember it, and start its work in a tracked task."""
-        if payload.get("type") != "event_callback":
-            return
-        event = payload.get("event") or {}
-        kind = event.get("type")
-        if kind == "assistant_thread_started":
-            self._tasks.spawn(self._assistant_thread_started(payload))
-            return
-        if kind not in ("message", "app_mention"):
-            return
-        message = parse_message(payload, bot_user_id=self.bot_user_id, bot_id=self.bot_id)
-        if message is None:
-            return
-        inbound = to_inbound(message, require_mention=self.config.require_mention)
-        accepted = self.service.accept(inbound)
-        if accepted is None:
-            return  # the same message as app_mention and message.*, or redelivered
-        self._tasks.spawn(self._answer(message, accepted))
-
-    async def _answer(self, message: SlackMessage, accepted: Accepted) -> None:
-        async def prepare(routed: Routed) -> Prepared:
-            name = message.user if message.is_dm else await self._author_name(message)
-            target = SlackTarget(
-                space=message.space,
-                team_id=message.user_team,
-                channel=message.channel,
-                thread_ts=message.thread,
-                user=message.user,
-                is_dm=message.is_dm,
-            )
-            sink = SlackSink(
-                self.api,
-                target,
-                native=self.admission.admit(message.space),
-                admission=self.admission,
-                status_off=self.status_off,
-            )
-            return Prepared(sink, author_name=name)
-
-        outcome = await self.service.answer(accepted, prepare)
-        if outcome.skipped:
-            log.debug("slack message %s skipped: %s", message.event_id, outcome.skipped)
-
-    async def _author_name(self, message: SlackMessage) -> str:
-        """The author's display name from users.info, cached per user (ids when it fails)."""
-        key = (message.space, message.user)
-        name = self._names.get(key)
-        if name is not None:
-            return name
-        pending = self._name_lookups.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._name_lookups[key] = future
-        name = message.user
-        try:
-            data = await self.api.call(
-                "users.info",
-                scopes=Scopes.users_info(message.space),
-                priority=Priority.FIRST,
-                form=True,
-                user=message.user,
-            )
-            user = data.get("user") or {}
-            profile = user.get("profile") or {}
-            name = str(
-                profile.get("display_name")
-                or profile.get("real_name")
-                or user.get("real_name")
-                or user.get("name")
-                or message.user
-            )
-        except SinkError as exc:
-            log.info("users.info failed for %s: %s", message.user, exc)
-        finally:
-            self._name_lookups.pop(key, None)
-            self._names[key] = name
-            if len(self._names) > _NAME_LIMIT:
-                self._names.popitem(last=False)
-            future.set_result(name)
-        return name
-
-    async def _assistant_thread_started(self, payload: Mapping[str, Any]) -> None:
-        """An assistant (AI app) thread opened: suggest prompts and give it a title."""
-        thread = (payload.get("event") or {}).get("assistant_thread") or {}
-        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
-        if not channel or not thread_ts:
-            return
-        space, _ = workspace_of(payload)
-        try:
-            await self.api.call(
-                "assistant.threads.setSuggestedPrompts",
-                scopes=Scopes.tier3(space, "assistant.threads.setSuggestedPrompts"),
-                priority=Priority.FIRST,
-                channel_id=channel,
-                thread_ts=thread_ts,
-                title="Try asking",
-                prompts=list(SUGGESTED_PROMPTS),
-            )
-            await self.api.call(
-                "assistant.threads.setTitle",
-                scopes=Scopes.tier3(space, "assistant.threads.setTitle"),
-                priority=Priority.FIRST,
-                channel_id=channel,
-                thread_ts=thread_ts,
-                title=ASSISTANT_TITLE,
-            )
-        except SinkError as exc:
-            log.info("could not set up assistant thread %s: %s", thread_ts, exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("assistant thread %s set-up failed", thread_ts)
+def _quiet(name: str) -> logging.Logger:
+    """A logger for slack_sdk that never logs at DEBUG (its debug lines carry URLs and bodies)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(max(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    return logger

@@ -65,6 +65,11 @@ class ThreadlineProcess(Served):
             self.output += line.decode(errors="replace")
 
     @property
+    def pid(self) -> int | None:
+        """The service's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the process is still alive."""
         return self._process is not None and self._process.returncode is None

@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -78,6 +79,7 @@ DEFAULT_TIERS: dict[str, Tier] = {
     "assistant.threads.setTitle": Tier(50, 10),
     "users.info": Tier(100, 20),
     "conversations.replies": Tier(50, 10),
+    "agents.sessions.setStatus": Tier(50, 10),
     "apps.connections.open": Tier(60, 10),
 }
 
@@ -182,6 +184,7 @@ class FakeSlack(Served):
         self.missing_channels: set[str] = set()
         self.not_in_channels: set[str] = set()
         self.auto_redeliver = False  # redeliver envelopes not acked within `ack_timeout`
+        self.agent_app = False  # declared an agent: agents.sessions.setStatus works
         self.ack_timeout = 3.0
         # records
         self.calls: list[Call] = []
@@ -195,6 +198,9 @@ class FakeSlack(Served):
         self.suggested_prompts: list[dict[str, Any]] = []
         self.titles: list[tuple[str, str, str]] = []
         self.envelopes_sent: dict[str, float] = {}
+        self.responses: list[dict[str, Any]] = []  # posted to response_url (slash commands)
+        self.sessions: dict[tuple[str, str], str] = {}  # (channel, thread) -> agent status
+        self.session_history: list[tuple[str, str, str]] = []
         self.acks: dict[str, float] = {}
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_connects = 0
@@ -214,6 +220,7 @@ class FakeSlack(Served):
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/respond/{id}", self._respond)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -386,6 +393,113 @@ class FakeSlack(Served):
             self._spawn(self._redeliver_unacked(envelope_id))
         return envelope_id
 
+    async def send_envelope(
+        self, kind: str, payload: Mapping[str, Any], *, socket: int = -1
+    ) -> str:
+        """Send a `slash_commands` or `interactive` envelope; returns its envelope id."""
+        if not self.sockets:
+            raise AssertionError("no Socket Mode client is connected")
+        envelope_id = uuid.uuid4().hex
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "accepts_response_payload": kind == "slash_commands",
+            "payload": dict(payload),
+        }
+        self.envelopes_sent[envelope_id] = time.time()
+        await self.sockets[socket].send_str(json.dumps(envelope))
+        return envelope_id
+
+    def slash_command(
+        self, channel: str, text: str, *, user: str = "U1", command: str = "/threadline"
+    ) -> dict[str, Any]:
+        """A slash command payload as Slack sends it (its response_url points at this fake)."""
+        return {
+            "token": "verification-token",
+            "team_id": self.team_id,
+            "team_domain": "fake",
+            "channel_id": channel,
+            "channel_name": "directmessage" if channel.startswith("D") else "general",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A0FAKE",
+            "is_enterprise_install": "false",
+            "response_url": f"http://127.0.0.1:{self._port}/respond/{uuid.uuid4().hex}",
+            "trigger_id": f"{next(self._ts)}.{uuid.uuid4().hex[:8]}",
+        }
+
+    def message_shortcut(
+        self,
+        channel: str,
+        message: Mapping[str, Any],
+        *,
+        user: str = "U1",
+        callback_id: str = "ask_threadline",
+    ) -> dict[str, Any]:
+        """A message shortcut (`message_action`) payload for `message` in `channel`."""
+        return {
+            "type": "message_action",
+            "token": "verification-token",
+            "callback_id": callback_id,
+            "trigger_id": f"{next(self._ts)}.{uuid.uuid4().hex[:8]}",
+            "action_ts": self.next_ts(),
+            "team": {"id": self.team_id, "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "team_id": self.team_id},
+            "channel": {"id": channel, "name": "general"},
+            "message": dict(message),
+            "message_ts": message.get("ts"),
+            "response_url": f"http://127.0.0.1:{self._port}/respond/{uuid.uuid4().hex}",
+        }
+
+    def assistant_thread_event(
+        self,
+        kind: str,
+        channel: str,
+        thread_ts: str,
+        *,
+        user: str = "U1",
+        viewing: str | None = None,
+    ) -> dict[str, Any]:
+        """`assistant_thread_started` or `assistant_thread_context_changed`."""
+        context: dict[str, Any] = {}
+        if viewing is not None:
+            context = {"channel_id": viewing, "team_id": self.team_id, "enterprise_id": None}
+        return {
+            "type": kind,
+            "assistant_thread": {
+                "user_id": user,
+                "context": context,
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+            },
+            "event_ts": self.next_ts(),
+        }
+
+    async def stop_session(self, channel: str, thread_ts: str, *, user: str = "U1") -> str:
+        """A user clicks the agent session's native Stop: Slack stops the thread's open streams
+        and sends `agent_session_stopped` (the session's status stays as the app left it)."""
+        stopped = []
+        for message in self.thread_messages(channel, thread_ts):
+            if message.streaming:
+                message.streaming = False
+                stopped.append(message.ts)
+        event = {
+            "type": "agent_session_stopped",
+            "channel": channel,
+            "thread_ts": thread_ts,
+            "user": user,
+            "streaming_message_ts": stopped,
+            "event_ts": self.next_ts(),
+        }
+        return await self.send_event(event)
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.responses.append(dict(body))
+        return web.Response(text="ok")
+
     async def redeliver(self, envelope_id: str, *, socket: int = -1) -> str:
         """Send an envelope's payload again as Slack's retry (same event_id, retry_attempt+1)."""
         envelope = self._envelopes[envelope_id]
@@ -397,17 +511,25 @@ class FakeSlack(Served):
         )
 
     async def _redeliver_unacked(self, envelope_id: str) -> None:
+        """Like Slack: an envelope nobody acknowledged goes out again on a live connection."""
         await asyncio.sleep(self.ack_timeout)
-        if envelope_id not in self.acks and self.sockets:
-            await self.redeliver(envelope_id)
+        for _ in range(20):
+            if envelope_id in self.acks:
+                return
+            if self.sockets:
+                await self.redeliver(envelope_id)
+                return
+            await asyncio.sleep(0.25)
 
-    async def disconnect(self, reason: str = "refresh_requested") -> None:
-        """Ask every connected client to reconnect, as Slack does, then close the sockets."""
+    async def disconnect(self, reason: str = "refresh_requested", *, close: bool = True) -> None:
+        """Ask every connected client to reconnect, as Slack does; then close the sockets, or
+        leave them open (Slack closes them about 10 s later) with `close=False`."""
         for socket in list(self.sockets):
             await socket.send_str(
                 json.dumps({"type": "disconnect", "reason": reason, "debug_info": {}})
             )
-            await socket.close()
+            if close:
+                await socket.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -733,6 +855,18 @@ class FakeSlack(Served):
         )
         return {}
 
+    def _m_agents_sessions_setStatus(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        if not self.agent_app:
+            raise SlackError("not_allowed")
+        status = str(args.get("status") or "")
+        if status not in ("active", "processing", "suspended", "closed"):
+            raise SlackError("invalid_arguments")
+        channel, thread = str(args.get("channel_id") or ""), str(args.get("thread_ts") or "")
+        self._channel_ok(channel)
+        self.sessions[(channel, thread)] = status
+        self.session_history.append((channel, thread, status))
+        return {"status": status}
+
     def _m_users_info(self, args: Mapping[str, Any]) -> dict[str, Any]:
         user = str(args.get("user") or "")
         if user not in self.users:
@@ -840,6 +974,26 @@ async def post_signed_event(
     if retry_num is not None:
         headers["X-Slack-Retry-Num"] = str(retry_num)
         headers["X-Slack-Retry-Reason"] = "http_timeout"
+    started = time.monotonic()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        text = await response.text()
+        return response.status, text, time.monotonic() - started
+
+
+async def post_signed_form(
+    url: str, fields: Mapping[str, Any], secret: str
+) -> tuple[int, str, float]:
+    """POST a form (a slash command, or `payload=` of an interaction) signed as Slack does."""
+    body = urlencode({k: str(v) for k, v in fields.items()}).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": sign(secret, body, stamp),
+    }
     started = time.monotonic()
     async with (
         aiohttp.ClientSession() as session,
