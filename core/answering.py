@@ -25,6 +25,7 @@ from core.llm import (
     sanitize_name,
 )
 from core.outcome import Outcome, ServiceConfig
+from core.stopping import STOPPED_NOTE, ActiveAnswers, StopSignal
 from core.store import HistoryStore
 from core.streaming import ReplySink, ReplyStream, ResumableSink, StreamDriver, finish_text
 
@@ -51,9 +52,18 @@ class _Answer:
     finish: dict[int, str] = field(default_factory=dict)
     usage: UsageReport | None = None
     error: BaseException | None = None
+    stop: StopSignal | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Someone stopped the answer before the model finished it."""
+        return self.stop is not None and self.stop.requested and self.finish.get(0) is None
 
     def status(self) -> TurnStatus:
-        """Complete when choice 0 finished without error; partial with text; else failed."""
+        """Complete when choice 0 finished without error; partial with text or when stopped;
+        else failed."""
+        if self.stopped:
+            return TurnStatus.PARTIAL
         if self.error is None and self.finish.get(0) is not None:
             return TurnStatus.COMPLETE
         return TurnStatus.PARTIAL if self.texts.get(0) else TurnStatus.FAILED
@@ -72,7 +82,9 @@ class _Answer:
         reason = self.finish.get(index)
         if reason in FINISH_NOTES:
             notes.append(FINISH_NOTES[reason])
-        if self.error is not None:
+        if self.stopped and self.finish.get(index) is None:
+            notes.append(STOPPED_NOTE)
+        elif self.error is not None:
             notes.append(error_note(self.error, has_text=bool(text)))
         elif not text.strip():
             notes.append(EMPTY_NOTE)
@@ -92,8 +104,10 @@ class Answerer:
         driver: StreamDriver,
         counter: TokenCounter,
         config: ServiceConfig,
+        active: ActiveAnswers | None = None,
     ) -> None:
         self._store = store
+        self._active = active if active is not None else ActiveAnswers()
         self._llm = llm
         self._driver = driver
         self._counter = counter
@@ -146,18 +160,19 @@ class Answerer:
         answer = _Answer(choices=params.n or 1)
         journal = self._journal(key, sink)
         try:
-            await self._stream_and_store(
-                key,
-                meta,
-                params,
-                budget,
-                window,
-                lambda smaller: self._window(inbound, loaded.turns, meta, params, smaller),
-                sink,
-                answer,
-                outcome,
-                journal,
-            )
+            with self._active.running(key) as answer.stop:
+                await self._stream_and_store(
+                    key,
+                    meta,
+                    params,
+                    budget,
+                    window,
+                    lambda smaller: self._window(inbound, loaded.turns, meta, params, smaller),
+                    sink,
+                    answer,
+                    outcome,
+                    journal,
+                )
         finally:
             if journal is not None:
                 await journal.close()
@@ -288,6 +303,27 @@ class Answerer:
             if journal is not None:
                 journal.track(answer.streams[0], lambda: answer.texts.get(0, ""))
             await answer.streams[0].start()
+        stop = answer.stop
+        if stop is None:
+            await self._consume(request, sink, answer)
+            return
+        if stop.requested:
+            return
+        consume = asyncio.ensure_future(self._consume(request, sink, answer))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({consume, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not consume.done():
+                # Stopped (or shutting down): cancelling closes the model's HTTP stream.
+                consume.cancel()
+            await asyncio.gather(consume, stopped, return_exceptions=True)
+        if stop.requested and answer.finish.get(0) is None:
+            log.info("answer in %s stopped by %s", stop.key, stop.by or "a request")
+
+    async def _consume(self, request: ChatRequest, sink: ReplySink, answer: _Answer) -> None:
+        """Read the model's stream into the answer's texts and reply streams."""
         try:
             async for event in self._llm.stream(request):
                 if isinstance(event, ContentDelta):
@@ -337,6 +373,8 @@ class Answerer:
         outcome.text, outcome.status = text, status
         outcome.finish_reason = answer.finish.get(0)
         outcome.error = type(answer.error).__name__ if answer.error else None
+        if answer.stopped and answer.stop is not None:
+            outcome.stopped, outcome.stopped_by = True, answer.stop.by
         message_ids = tuple(mid for result in outcome.results for mid in result.message_ids)
         turn = Turn(
             role=Role.ASSISTANT,

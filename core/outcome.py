@@ -43,6 +43,9 @@ class Outcome:
     stored: bool = True
     saves: int = 0
     """How often the answer was saved while it streamed (besides storing it at the end)."""
+    stopped: bool = False
+    """Someone stopped the answer before the model finished it (stored as partial)."""
+    stopped_by: str | None = None
     results: list[StreamResult] = field(default_factory=list)
 
 

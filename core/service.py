@@ -16,6 +16,7 @@ from core.llm import ChatCompletionsClient
 from core.outcome import Outcome, ServiceConfig
 from core.recovery import Recovery
 from core.routing import Accepted, Routed, Router
+from core.stopping import ActiveAnswers
 from core.store import HistoryStore
 from core.streaming import ReplySink, StreamDriver
 
@@ -60,8 +61,14 @@ class ChatService:
         self._store = store
         self._router = Router(store, history_turns=config.history_turns)
         self._commands = CommandReplies(store, config)
+        self._active = ActiveAnswers()
         self._answerer = Answerer(
-            store=store, llm=llm, driver=driver, counter=counter, config=config
+            store=store,
+            llm=llm,
+            driver=driver,
+            counter=counter,
+            config=config,
+            active=self._active,
         )
         self.recovery = Recovery(
             store, driver, owner=config.instance_id, stale_after=config.stale_after
@@ -110,6 +117,12 @@ class ChatService:
             return Prepared(sink)
 
         return await self.answer(accepted, prepare)
+
+    def stop(self, key: ConversationKey, *, requested_by: str | None = None) -> bool:
+        """Stop the answer streaming in conversation `key` (a running-conversation key: any in
+        that chat). It ends with its text so far and a "Stopped" note, stored as partial; the
+        model's stream is closed. False when nothing was streaming there."""
+        return self._active.stop(key, requested_by)
 
     async def command(self, text: str, key: ConversationKey | None) -> str | None:
         """The reply to a command given outside a conversation's messages (a slash command).

@@ -207,6 +207,10 @@ class RecordedRequest:
     headers: Mapping[str, str]  # lower-cased names
     json: Any
     last_token_at: float | None = None
+    content_chunks: int = 0
+    """Content deltas written to the client."""
+    disconnected: bool = False
+    """The client closed the stream before it ended (a write found the connection gone)."""
 
 
 class FakeOpenAI(Served):
@@ -389,7 +393,12 @@ class FakeOpenAI(Served):
         if reply.delay_headers:
             await asyncio.sleep(reply.delay_headers)
         if body.get("stream") and not reply.has("ignore_stream"):
-            return await _StreamWriter(request, body, reply, fault, self.requests[-1]).run()
+            record = self.requests[-1]
+            try:
+                return await _StreamWriter(request, body, reply, fault, record).run()
+            except (ConnectionError, asyncio.CancelledError):
+                record.disconnected = True  # aiohttp cancels the handler when the client leaves
+                raise
         return _whole_answer(body, reply, fault)
 
     async def _record(self, request: web.Request) -> Any:
@@ -795,6 +804,7 @@ class _StreamWriter:
                     await self._wait(reply.delay_between)
                 await self._write_choice(index, {"content": choice_pieces[step]})
                 self._content_written += 1
+                self._record.content_chunks = self._content_written
         await self._flush_carry()
         self._record.last_token_at = time.time()
         if await self._fault_before_content():
