@@ -147,6 +147,8 @@ def _secret_values(settings: Settings) -> list[str]:
         "slack_bot_token",
         "slack_app_token",
         "slack_signing_secret",
+        "slack_client_secret",
+        "secret_key",
         "telegram_bot_token",
         "telegram_webhook_secret",
         "discord_bot_token",

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         default=None, validation_alias="SLACK_SIGNING_SECRET"
     )
     slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
+    slack_client_id: str | None = Field(default=None, validation_alias="SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = Field(
+        default=None, validation_alias="SLACK_CLIENT_SECRET"
+    )
+    slack_redirect_uri: str | None = Field(default=None, validation_alias="SLACK_REDIRECT_URI")
+    secret_key: SecretStr | None = Field(default=None, validation_alias="THREADLINE_SECRET_KEY")
     telegram_bot_token: SecretStr | None = Field(
         default=None, validation_alias="TELEGRAM_BOT_TOKEN"
     )
@@ -215,6 +221,7 @@ class Settings(BaseSettings):
     @field_validator(
         "openai_base_url",
         "slack_api_url",
+        "slack_redirect_uri",
         "telegram_api_url",
         "discord_api_url",
         "telegram_webhook_url",
@@ -247,6 +254,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_platform_pairs(self) -> Settings:
+        if bool(self.slack_client_id) != bool(self.slack_client_secret):
+            raise ValueError("SLACK_CLIENT_ID and SLACK_CLIENT_SECRET go together (app installs)")
+        if self.slack_client_id:
+            if self.slack_bot_token:
+                raise ValueError(
+                    "set SLACK_BOT_TOKEN for one workspace, or SLACK_CLIENT_ID and "
+                    "SLACK_CLIENT_SECRET for installs in many, not both"
+                )
+            if self.slack_app_token or not self.slack_signing_secret:
+                raise ValueError(
+                    "SLACK_CLIENT_ID (installs in many workspaces) needs HTTP mode: set "
+                    "SLACK_SIGNING_SECRET and leave SLACK_APP_TOKEN unset"
+                )
+            if self.secret_key is None:
+                raise ValueError(
+                    "SLACK_CLIENT_ID needs THREADLINE_SECRET_KEY, which encrypts the installed "
+                    "workspaces' tokens in the database"
+                )
         if self.slack_bot_token and not (self.slack_app_token or self.slack_signing_secret):
             raise ValueError(
                 "SLACK_BOT_TOKEN is set but neither SLACK_APP_TOKEN (Socket Mode) nor "
@@ -296,7 +321,7 @@ class Settings(BaseSettings):
     def enabled_platforms(self) -> list[str]:
         """Platforms whose credentials are set."""
         enabled = []
-        if self.slack_bot_token:
+        if self.slack_bot_token or self.slack_client_id:
             enabled.append("slack")
         if self.telegram_bot_token:
             enabled.append("telegram")

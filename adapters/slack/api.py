@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -39,6 +39,10 @@ NOT_STREAMING = "message_not_in_streaming_state"
 DEFAULT_RETRY_AFTER = 1.0
 
 
+TokenSource = Callable[[], Awaitable[str]]
+"""Gives the bot token of one workspace (raises `SlackGone` when the app is not installed)."""
+
+
 class SlackRejected(SinkRejected):
     """Slack answered `ok: false` with `error` (not a rate limit, not a vanished target)."""
 
@@ -72,10 +76,13 @@ class SlackApi:
     (a 429 becomes `SinkRateLimited(retry_after)`), and a retried write could post twice.
     """
 
-    def __init__(self, client: AsyncWebClient, pacer: Pacer) -> None:
+    def __init__(
+        self, client: AsyncWebClient, pacer: Pacer, *, token: TokenSource | None = None
+    ) -> None:
         self.client = client
         self.pacer = pacer
         self.bot_id: str | None = None  # whose messages are ours (auth.test), once known
+        self._token = token  # the workspace's bot token, looked up per call (installs rotate)
 
     async def call(
         self,
@@ -103,11 +110,14 @@ class SlackApi:
     async def raw(self, method: str, *, form: bool = False, **args: Any) -> dict[str, Any]:
         """Call `method` once; `ok: false` and HTTP failures become `core.errors.SinkError`s."""
         payload = {key: value for key, value in args.items() if value is not None}
+        headers = None
+        if self._token is not None:
+            headers = {"Authorization": f"Bearer {await self._token()}"}
         try:
             if form:
-                response = await self.client.api_call(method, data=payload)
+                response = await self.client.api_call(method, data=payload, headers=headers)
             else:
-                response = await self.client.api_call(method, json=payload)
+                response = await self.client.api_call(method, json=payload, headers=headers)
         except SlackApiError as exc:
             raise translate(method, exc) from None
         except aiohttp.ClientConnectorError as exc:

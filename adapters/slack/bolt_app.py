@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
@@ -82,7 +83,7 @@ def build_app(
     client: AsyncWebClient,
     *,
     signing_secret: str | None,
-    authorize: Callable[..., Awaitable[AuthorizeResult]] | None = None,
+    authorize: Callable[..., Awaitable[AuthorizeResult]] | AsyncAuthorize | None = None,
     oauth_settings: AsyncOAuthSettings | None = None,
     logger: logging.Logger,
 ) -> AsyncApp:
@@ -96,7 +97,7 @@ def build_app(
         client=client,
         signing_secret=signing_secret or "",
         request_verification_enabled=signing_secret is not None,
-        authorize=authorize,
+        authorize=authorize,  # type: ignore[arg-type]  # Bolt takes an AsyncAuthorize too
         oauth_settings=oauth_settings,
         process_before_response=True,
         logger=logger,

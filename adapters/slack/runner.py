@@ -10,8 +10,13 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import (
+    AsyncAuthorize,
+    AsyncInstallationStoreAuthorize,
+)
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackApi, SlackGone
@@ -56,7 +61,7 @@ log = logging.getLogger(__name__)
 class SlackConfig:
     """What the channel needs from the settings."""
 
-    bot_token: str
+    bot_token: str | None  # one workspace; None: installs in many (OAuth)
     app_token: str | None = None
     signing_secret: str | None = None
     api_url: str = "https://slack.com/api/"
@@ -77,8 +82,16 @@ class SlackChannel:
     answers in a tracked task. Answers are written through threadline's paced `SlackApi`.
     """
 
-    def __init__(self, config: SlackConfig, service: ChatService, pacer: Pacer) -> None:
+    def __init__(
+        self,
+        config: SlackConfig,
+        service: ChatService,
+        pacer: Pacer,
+        *,
+        installs: AsyncOAuthSettings | None = None,
+    ) -> None:
         self.config = config
+        self.installs = installs
         self.service = service
         self.pacer = pacer
         self.admission = NativeAdmission(config.native_streaming)
@@ -93,25 +106,29 @@ class SlackChannel:
         self._names = AuthorNames()
         self._threads = LastThreads()
         self._session: aiohttp.ClientSession | None = None
-        self._apis: dict[str, SlackApi] = {}
+        self._apis: dict[str, SlackApi] = {}  # by workspace
+        self._tokens: dict[str, str] = {}  # the latest bot token Bolt authorized, by workspace
+        self._uninstalled: set[str] = set()
 
     @property
     def api(self) -> SlackApi:
-        """The API client of the configured bot token."""
-        return self._api_for_token(self.config.bot_token)
+        """The API client of the configured bot token (one workspace)."""
+        return self._api_for_space("")
 
     async def run(self) -> None:
         """Connect, serve Slack until cancelled, then finish cleanly."""
         async with aiohttp.ClientSession() as session:
             self._session = session
             try:
-                await self._identify()
+                if self.config.bot_token:
+                    await self._identify()
                 self.service.recovery.register("slack", self._revive)
                 app = build_app(
                     self,
                     self._client(None),
                     signing_secret=self.config.signing_secret,
                     authorize=self._authorizer(),
+                    oauth_settings=self.installs,
                     logger=bolt_logger(),
                 )
                 if self.config.app_token:
@@ -143,7 +160,7 @@ class SlackChannel:
                 bot_user_id=context.bot_user_id or self.bot_user_id,
                 bot_id=context.bot_id or self.bot_id,
             )
-            if message is None:
+            if message is None or message.space in self._uninstalled:
                 return
             self._threads.remember(message.space, message.channel, message.user, message.thread)
             inbound = to_inbound(message, require_mention=self.config.require_mention)
@@ -199,9 +216,21 @@ class SlackChannel:
             self.sessions.want(self._api_for(context), target, ACTIVE)
 
     async def on_uninstalled(self, body: Mapping[str, Any], context: AsyncBoltContext) -> None:
-        """The app left a workspace: nothing is answered there any more."""
-        space, _ = workspace_of(body)
-        log.info("slack app uninstalled or tokens revoked in %s", space)
+        """The app left a workspace (or its bot token was revoked): nothing is answered there
+        any more, and an installed workspace's record is removed."""
+        event = body.get("event") or {}
+        if event.get("type") == "tokens_revoked" and not (event.get("tokens") or {}).get("bot"):
+            return  # only user tokens went; the bot stays
+        space, team = workspace_of(body)
+        enterprise = space.partition(":")[0] if ":" in space else None
+        log.info("slack app uninstalled (or its token revoked) in %s", space)
+        self._tokens.pop(space, None)
+        self._apis.pop(space, None)
+        if self.installs is None:
+            self._uninstalled.add(space)
+            return
+        store = self.installs.installation_store
+        await store.async_delete_all(enterprise_id=enterprise, team_id=team or None)
 
     async def on_command(
         self, body: Mapping[str, Any], respond: AsyncRespond, context: AsyncBoltContext
@@ -339,19 +368,49 @@ class SlackChannel:
             logger=_quiet("slack_sdk.web"),
         )
 
-    def _api_for_token(self, token: str) -> SlackApi:
-        api = self._apis.get(token)
+    def _api_for_space(self, space: str) -> SlackApi:
+        """The paced API client of a workspace ("" or any: the one configured bot token)."""
+        key = space if self.config.bot_token is None else ""
+        api = self._apis.get(key)
         if api is None:
-            api = self._apis[token] = SlackApi(self._client(token), self.pacer)
-            api.bot_id = self.bot_id
+            if self.config.bot_token is not None:
+                api = SlackApi(self._client(self.config.bot_token), self.pacer)
+                api.bot_id = self.bot_id
+            else:
+
+                async def token() -> str:
+                    return await self._token_for(space)
+
+                api = SlackApi(self._client(None), self.pacer, token=token)
+            self._apis[key] = api
         return api
 
     def _api_for(self, context: AsyncBoltContext) -> SlackApi:
         """The paced API client of the workspace Bolt authorized this request for."""
-        api = self._api_for_token(context.bot_token or self.config.bot_token)
+        team = context.team_id or ""
+        space = f"{context.enterprise_id}:{team}" if context.enterprise_id else team
+        if context.bot_token:
+            self._tokens[space] = context.bot_token
+        api = self._api_for_space(space)
         if context.bot_id:
             api.bot_id = context.bot_id
         return api
+
+    async def _token_for(self, space: str) -> str:
+        """An installed workspace's bot token: as Bolt last authorized it, else as stored."""
+        token = self._tokens.get(space)
+        if token is not None:
+            return token
+        enterprise, _, team = space.rpartition(":")
+        bot = None
+        if self.installs is not None:
+            bot = await self.installs.installation_store.async_find_bot(
+                enterprise_id=enterprise or None, team_id=team or None
+            )
+        if bot is None or not bot.bot_token:
+            raise SlackGone("auth", "not_installed")
+        self._tokens[space] = str(bot.bot_token)
+        return str(bot.bot_token)
 
     async def _identify(self) -> None:
         delay = 1.0
@@ -372,8 +431,19 @@ class SlackChannel:
         self.api.bot_id = self.bot_id
         log.info("slack bot %s (team %s) ready", self.bot_user_id, data.get("team_id"))
 
-    def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
-        """Bolt's authorize step: the one configured bot, identified once at start."""
+    def _authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]] | AsyncAuthorize:
+        """Bolt's authorize step: the installed workspace's bot (rotated tokens refreshed
+        through SLACK_API_URL), or the one configured bot, identified once at start."""
+        if self.installs is not None:
+            return AsyncInstallationStoreAuthorize(
+                logger=bolt_logger(),
+                installation_store=self.installs.installation_store,
+                client_id=self.installs.client_id,
+                client_secret=self.installs.client_secret,
+                token_rotation_expiration_minutes=self.installs.token_rotation_expiration_minutes,
+                bot_only=True,
+                client=self._client(None),
+            )
 
         async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
             return AuthorizeResult(
@@ -381,9 +451,10 @@ class SlackChannel:
                 team_id=team_id,
                 bot_user_id=self.bot_user_id,
                 bot_id=self.bot_id,
-                bot_token=self.config.bot_token,
+                bot_token=token,
             )
 
+        token = self.config.bot_token
         return authorize
 
     def _listening(self, port: int) -> None:
@@ -397,7 +468,8 @@ class SlackChannel:
         self.ready.set()
 
     def _revive(self, described: dict[str, Any]) -> SlackSink | None:
-        return revive(self.api, described, admission=self.admission, status_off=self.status_off)
+        api = self._api_for_space(str(described.get("space") or ""))
+        return revive(api, described, admission=self.admission, status_off=self.status_off)
 
 
 def _space_of_interaction(body: Mapping[str, Any]) -> str:

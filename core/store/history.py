@@ -600,6 +600,11 @@ class HistoryStore:
 
         return await self._run("storing a model's context size", "single", work)
 
+    async def run(self, action: str, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run `work` in one transaction of this store: for companion stores (installations)
+        whose tables live in the same database. Errors become StoreError naming `action`."""
+        return await self._run(action, "write" if write else "single", work)
+
     # -- helpers --------------------------------------------------------------------------
 
     async def _run(self, action: str, mode: Mode, work: Callable[[Connection], T]) -> T:

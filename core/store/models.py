@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, Text
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, Text
 from sqlalchemy import UniqueConstraint as Unique
 from sqlmodel import Field, SQLModel
 
@@ -146,3 +146,31 @@ class ModelLimit(SQLModel, table=True):
     model: str = Field(primary_key=True)
     context_tokens: int
     updated_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))
+
+
+class Installation(SQLModel, table=True):
+    """An app installed in a workspace: its sealed credentials (never a token in clear).
+
+    One row per platform, enterprise and team (the latest install wins); `sealed` is the
+    platform's installation record, encrypted by `core.secret_box.SecretBox`.
+    """
+
+    __tablename__ = "installations"
+    __table_args__ = (Unique("platform", "enterprise_id", "team_id", name="uq_installations"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    platform: str
+    enterprise_id: str = Field(default="")
+    team_id: str = Field(default="")
+    is_enterprise_install: bool = False
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    installed_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))
+
+
+class OAuthState(SQLModel, table=True):
+    """A state handed to an OAuth install; consumed once, before it expires."""
+
+    __tablename__ = "oauth_states"
+
+    state: str = Field(primary_key=True)
+    expires_at: datetime = Field(sa_column=Column(Timestamp, nullable=False))

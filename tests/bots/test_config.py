@@ -118,6 +118,33 @@ def test_slack_token_needs_a_connection_mode(monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings(None).enabled_platforms() == ["slack"]
 
 
+def test_slack_installs_need_http_mode_and_a_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_CLIENT_ID", "1111.2222")
+    with pytest.raises(ConfigError, match="SLACK_CLIENT_SECRET"):
+        load_settings(None)
+    monkeypatch.setenv("SLACK_CLIENT_SECRET", "client-secret-value")
+    with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET") as caught:
+        load_settings(None)
+    assert "client-secret-value" not in str(caught.value)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing")
+    with pytest.raises(ConfigError, match="THREADLINE_SECRET_KEY"):
+        load_settings(None)
+    monkeypatch.setenv("THREADLINE_SECRET_KEY", "k" * 40)
+    assert load_settings(None).enabled_platforms() == ["slack"]
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(None)
+
+
+def test_suggested_prompts_are_checked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_SUGGESTED_PROMPTS", '[{"title": "Hi", "message": "Say hi"}]')
+    [prompt] = load_settings(None).slack_suggested_prompts or []
+    assert (prompt.title, prompt.message) == ("Hi", "Say hi")
+    monkeypatch.setenv("SLACK_SUGGESTED_PROMPTS", '[{"title": "no message"}]')
+    with pytest.raises(ConfigError, match="SLACK_SUGGESTED_PROMPTS"):
+        load_settings(None)
+
+
 def test_secrets_are_masked_in_messages_and_tracebacks() -> None:
     formatter = MaskingFormatter("%(message)s", ["sk-live-abcdef", "p%40ss%2Fword"])
     logger = logging.getLogger("threadline.test.mask")

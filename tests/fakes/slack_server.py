@@ -22,6 +22,7 @@ response: the connection closes unanswered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import itertools
@@ -93,6 +94,17 @@ class Call:
     args: dict[str, Any]
     status: int = 200
     error: str | None = None
+    team: str = ""  # the workspace whose token made the call
+
+
+@dataclass(frozen=True)
+class InstalledTeam:
+    """A workspace the app was installed in through `oauth.v2.access`."""
+
+    team_id: str
+    bot_user_id: str
+    bot_id: str
+    enterprise_id: str | None = None
 
 
 @dataclass
@@ -213,6 +225,17 @@ class FakeSlack(Served):
         self._ticket_set: set[str] = set()
         self._drops = 0
         self.dropped: list[Call] = []
+        # OAuth installs: client credentials, codes handed out, tokens issued per team
+        self.client_id = "1111.2222"
+        self.client_secret = "fake-client-secret-0123456789"
+        self.token_rotation = False  # tokens expire (expires_in) and come with a refresh token
+        self.token_lifetime = 43_200
+        self.teams: dict[str, InstalledTeam] = {}  # by bot token
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> team id
+        self.revoked: set[str] = set()
+        self.token_expiry: dict[str, float] = {}
+        self._codes: dict[str, InstalledTeam] = {}
+        self._installers: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -296,12 +319,16 @@ class FakeSlack(Served):
         return f"{int(time.time())}.{next(self._ts):06d}"
 
     def event_payload(
-        self, event: Mapping[str, Any], *, event_id: str | None = None
+        self, event: Mapping[str, Any], *, event_id: str | None = None, team: str | None = None
     ) -> dict[str, Any]:
-        """An Events API `event_callback` envelope around `event`."""
+        """An Events API `event_callback` envelope around `event` (for `team`: an installed
+        workspace, else the fake's own)."""
+        bot_user = self.bot_user_id
+        if team is not None and team != self.team_id:
+            bot_user = self.bot_of(team).bot_user_id
         payload: dict[str, Any] = {
             "token": "verification-token",
-            "team_id": self.team_id,
+            "team_id": team or self.team_id,
             "api_app_id": "A0FAKE",
             "event": dict(event),
             "type": "event_callback",
@@ -310,8 +337,8 @@ class FakeSlack(Served):
             "authorizations": [
                 {
                     "enterprise_id": self.enterprise_id,
-                    "team_id": self.team_id,
-                    "user_id": self.bot_user_id,
+                    "team_id": team or self.team_id,
+                    "user_id": bot_user,
                     "is_bot": True,
                     "is_enterprise_install": False,
                 }
@@ -581,13 +608,23 @@ class FakeSlack(Served):
         try:
             token = _bearer(request) or str(args.get("token") or "")
             self._check_token(method, token)
-            self._check_rate(method, args)
+            call.team = self._team_of(token)
+            self._check_rate(method, args, call.team)
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
             if handler is None:
                 raise SlackError("unknown_method")
             if method == "users.info":
                 await asyncio.sleep(self.users_info_delay.get(str(args.get("user")), 0.0))
-            result = handler(args)
+            result = handler(args) if method not in _NEEDS_REQUEST else handler(args, request)
+            if method == "auth.test" and token in self.teams:
+                installed = self.teams[token]
+                result = {
+                    **result,
+                    "team_id": installed.team_id,
+                    "user_id": installed.bot_user_id,
+                    "bot_id": installed.bot_id,
+                    "enterprise_id": installed.enterprise_id,
+                }
         except SlackError as exc:
             call.status, call.error = exc.status, exc.error
             self.errors.append(call)
@@ -612,10 +649,20 @@ class FakeSlack(Served):
                     "invalid_auth" if not token.startswith("xoxb") else "not_allowed_token_type"
                 )
             return
-        if token != self.bot_token:
+        if method == "oauth.v2.access":
+            return  # client credentials, checked by the method
+        if token in self.revoked:
+            raise SlackError("token_revoked")
+        if token in self.token_expiry and time.time() > self.token_expiry[token]:
+            raise SlackError("token_expired")
+        if token != self.bot_token and token not in self.teams:
             raise SlackError("invalid_auth" if token else "not_authed")
 
-    def _check_rate(self, method: str, args: Mapping[str, Any]) -> None:
+    def _team_of(self, token: str) -> str:
+        installed = self.teams.get(token)
+        return installed.team_id if installed is not None else self.space
+
+    def _check_rate(self, method: str, args: Mapping[str, Any], team: str) -> None:
         now = time.monotonic()
         checks = [(method, self.tiers.get(method))]
         if method + "@team" in self.tiers:
@@ -624,7 +671,7 @@ class FakeSlack(Served):
         for name, tier in checks:
             if tier is None:
                 continue
-            key = f"{self.space}:{name}"
+            key = f"{team}:{name}"
             if tier.per == "channel":
                 key += ":" + str(args.get("channel"))
             elif tier.per == "thread":
@@ -855,6 +902,69 @@ class FakeSlack(Served):
         )
         return {}
 
+    def authorize_code(
+        self, team_id: str, *, bot_user_id: str | None = None, installer: str = "U9"
+    ) -> str:
+        """A code as Slack gives the installing user's browser for the redirect URL."""
+        code = f"code-{uuid.uuid4().hex[:10]}"
+        suffix = team_id[-4:]
+        self._codes[code] = InstalledTeam(
+            team_id=team_id,
+            bot_user_id=bot_user_id or f"UB{suffix}",
+            bot_id=f"BB{suffix}",
+        )
+        self._installers[code] = installer
+        return code
+
+    def _issue(self, installed: InstalledTeam) -> dict[str, Any]:
+        token = f"xoxb-{installed.team_id}-{uuid.uuid4().hex[:16]}"
+        self.teams[token] = installed
+        issued: dict[str, Any] = {"access_token": token}
+        if self.token_rotation:
+            refresh = f"xoxe-1-{uuid.uuid4().hex[:16]}"
+            self.refresh_tokens[refresh] = installed.team_id
+            self.token_expiry[token] = time.time() + self.token_lifetime
+            issued.update(refresh_token=refresh, expires_in=self.token_lifetime)
+        return issued
+
+    def _m_oauth_v2_access(self, args: Mapping[str, Any], request: web.Request) -> dict[str, Any]:
+        client_id, client_secret = args.get("client_id"), args.get("client_secret")
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            decoded = base64.b64decode(header[6:]).decode()
+            client_id, _, client_secret = decoded.partition(":")
+        if client_id != self.client_id or client_secret != self.client_secret:
+            raise SlackError("invalid_client_id")
+        if args.get("grant_type") == "refresh_token":
+            team_id = self.refresh_tokens.pop(str(args.get("refresh_token") or ""), None)
+            installed = next((t for t in self.teams.values() if t.team_id == team_id), None)
+            if installed is None:
+                raise SlackError("invalid_refresh_token")
+            return {"token_type": "bot", **self._issue(installed), "team": {"id": team_id}}
+        installed = self._codes.pop(str(args.get("code") or ""), None)
+        if installed is None:
+            raise SlackError("invalid_code")
+        return {
+            **self._issue(installed),
+            "token_type": "bot",
+            "scope": "app_mentions:read,chat:write,commands",
+            "bot_user_id": installed.bot_user_id,
+            "app_id": "A0FAKE",
+            "team": {"id": installed.team_id, "name": f"Team {installed.team_id}"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "authed_user": {"id": self._installers.get(str(args.get("code")), "U9")},
+        }
+
+    def uninstall(self, team_id: str) -> None:
+        """Every token of the team stops working (`app_uninstalled` is the test's to send)."""
+        for token, installed in self.teams.items():
+            if installed.team_id == team_id:
+                self.revoked.add(token)
+
+    def bot_of(self, team_id: str) -> InstalledTeam:
+        return next(t for t in self.teams.values() if t.team_id == team_id)
+
     def _m_agents_sessions_setStatus(self, args: Mapping[str, Any]) -> dict[str, Any]:
         if not self.agent_app:
             raise SlackError("not_allowed")
@@ -920,6 +1030,9 @@ class FakeSlack(Served):
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
+
+
+_NEEDS_REQUEST = frozenset({"oauth.v2.access"})
 
 
 def _flag(value: Any) -> bool:

@@ -23,13 +23,15 @@ TABLES = {
     "processed_events",
     "model_limits",
     "streaming_answers",
+    "installations",
+    "oauth_states",
 }
 
 
 async def test_fresh_database_has_no_revision_until_upgraded(db_url: str) -> None:
     assert await current_revision(db_url) is None
     assert await upgrade(db_url) == head_revision()
-    assert await current_revision(db_url) == head_revision() == "0003"
+    assert await current_revision(db_url) == head_revision() == "0004"
 
 
 async def test_upgrade_is_idempotent(db_url: str) -> None:
