@@ -20,6 +20,10 @@ _ITALIC_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])(?P<body>[^*\n]+?)(?<=\S)\*(?!
 _STRIKE = re.compile(r"~~(?=\S)(?P<body>.+?)(?<=\S)~~", re.DOTALL)
 _RULE = re.compile(r"^[ ]{0,3}(?:[-*_][ \t]*){3,}$", re.MULTILINE)
 _ESCAPED = re.compile(r"\\[!-/:-@\[-`{-~]")  # a Markdown backslash escape: `\*` is a literal `*`
+# An `&` that Markdown would read as the start of an entity (or numeric character) reference.
+_ENTITY_START = re.compile(
+    r"(?<!\\)&(?=#[0-9]{1,7};|#[xX][0-9a-fA-F]{1,6};|[A-Za-z][A-Za-z0-9]{1,31};)"
+)
 _PLACEHOLDER = "\x00{}\x00"
 _PLACEHOLDER_RE = re.compile(r"\x00(\d+)\x00")
 
@@ -32,10 +36,20 @@ def escape(text: str) -> str:
 def to_markdown_text(text: str) -> str:
     """Model Markdown for `markdown_text` (native streams): Markdown kept, `& < >` escaped.
 
-    Escaping is character by character, so `to_markdown_text(a + b)` equals
-    `to_markdown_text(a) + to_markdown_text(b)`: a stream can append the rendering of a delta.
+    Slack decodes its three escapes in all message text, then reads `markdown_text` as
+    standard Markdown, which decodes entity references in prose (not in code). So in prose an
+    `&` that starts an entity reference (`&amp;`, `&#60;`) also gets a Markdown backslash, and
+    the model's `&amp;` shows as written. docs/slack.md, "How text is escaped", has the sources.
+    A stream appends the difference between the renderings of two texts (`SlackSink`).
     """
-    return escape(text)
+    out: list[str] = []
+    pos = 0
+    for match in _CODE.finditer(text):
+        out.append(_ENTITY_START.sub(r"\&", text[pos : match.start()]))
+        out.append(match.group(0))
+        pos = match.end()
+    out.append(_ENTITY_START.sub(r"\&", text[pos:]))
+    return escape("".join(out))
 
 
 def to_mrkdwn(text: str) -> str:

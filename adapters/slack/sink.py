@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ THINKING = "is thinking…"
 MARKDOWN_LIMIT = 12_000  # markdown_text per call (and per message we stream)
 TEXT_LIMIT = 3_900  # mrkdwn `text`: Slack advises at most 4,000 characters
 _UNSETTLED_TAIL = " \t\n*_~`"  # what a preview may add for display only (closers), or spaces
+# A trailing `&…` that may yet become an entity reference, which renders differently.
+_PARTIAL_ENTITY = re.compile(r"&#?[A-Za-z0-9]{0,31}\Z")
 
 
 def _per_minute(count: float) -> float:
@@ -293,13 +296,15 @@ class SlackSink:
         settled = _settled(text)
         if len(settled) <= len(message.sent) or not settled.startswith(message.sent):
             return  # nothing new is settled yet; the rest comes later or at the end
-        delta = settled[len(message.sent) :]
+        shown, wire = to_markdown_text(message.sent), to_markdown_text(settled)
+        if not wire.startswith(shown):
+            return  # what was appended renders differently now: the final text replaces it
         try:
             await self._api.raw(
                 "chat.appendStream",
                 channel=self._target.channel,
                 ts=message_id,
-                markdown_text=to_markdown_text(delta),
+                markdown_text=wire[len(shown) :],
             )
         except SlackRejected as exc:
             if exc.error != NOT_STREAMING:
@@ -338,14 +343,15 @@ class SlackSink:
                 await self._update_markdown(message_id, text, Priority.FINAL)
                 message.last_text = text
             return None
-        extends = text.startswith(message.sent)
-        rest = text[len(message.sent) :] if extends else ""
+        shown, wire = to_markdown_text(message.sent), to_markdown_text(text)
+        extends = text.startswith(message.sent) and wire.startswith(shown)
+        rest = wire[len(shown) :] if extends else ""
         try:
             await self._api.raw(
                 "chat.stopStream",
                 channel=self._target.channel,
                 ts=message_id,
-                markdown_text=to_markdown_text(rest) if rest else None,
+                markdown_text=rest or None,
                 metadata=tag(self._answer, message.part),
             )
         except SlackRejected as exc:
@@ -483,7 +489,7 @@ def _settled(text: str) -> str:
     newlines and `*_~``. Dropping every such trailing character leaves a prefix of the final
     text (at worst a little short: real trailing markup follows with a later append).
     """
-    return text.rstrip(_UNSETTLED_TAIL)
+    return _PARTIAL_ENTITY.sub("", text.rstrip(_UNSETTLED_TAIL))
 
 
 def _markdown_length(text: str) -> int:
