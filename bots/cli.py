@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.env_file)
         level = settings.log_level if (args.verbose or args.command == "run") else "WARNING"
-        configure_logging(level, _secret_values(settings))
+        configure_logging(
+            level, _secret_values(settings), json_lines=settings.log_format == "json"
+        )
         return asyncio.run(_dispatch(args, settings))
     except ConfigError as exc:
         print(f"threadline: configuration error: {exc}", file=sys.stderr)

@@ -66,4 +66,5 @@ async def run(runtime: Runtime) -> None:
                 token=token,
                 options=options,
             )
+            runtime.ready["discord"] = channel.ready
             await channel.run()

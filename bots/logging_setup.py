@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 
@@ -29,12 +31,38 @@ class MaskingFormatter(logging.Formatter):
         return text
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> None:
-    """Send logs to stderr at `level`, masking `secrets` in everything written."""
+class JsonFormatter(MaskingFormatter):
+    """One JSON object per line: time, level, logger, message, an answer's fields, traceback."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__("%(message)s", secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        answer = getattr(record, "answer", None)
+        if isinstance(answer, dict):
+            entry.update(answer)
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return self.mask(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def configure_logging(level: str, secrets: Iterable[str], *, json_lines: bool = False) -> None:
+    """Send logs to stderr at `level` (as text, or one JSON object per line), masking
+    `secrets` in everything written."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
+    secrets = list(secrets)
+    formatter: logging.Formatter = (
+        JsonFormatter(secrets)
+        if json_lines
+        else MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
     )
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

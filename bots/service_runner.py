@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from adapters.console.runner import ConsoleChannel
+from bots import ops_server
 from bots.maintenance import prune_events_forever
 from bots.wiring import Runtime
 from core.errors import ThreadlineError
@@ -108,6 +109,10 @@ async def _run_on_task_group(
             )
             recovery = runtime.service.recovery.run_forever(RECOVERY_INTERVAL)
             tasks.append(group.create_task(recovery, name="recover-answers"))
+            settings = runtime.settings
+            if settings.http_port is not None:
+                server = ops_server.serve(runtime, settings.http_host, settings.http_port)
+                tasks.append(group.create_task(server, name="http-server"))
             log.info("running channels: %s", ", ".join(runners))
             await stop.wait()
             log.info("stopping")

@@ -65,4 +65,5 @@ async def run(runtime: Runtime) -> None:
     channel: Channel = SlackChannel(
         slack_config(runtime), runtime.service, runtime.pacer, installs=installs(runtime)
     )
+    runtime.ready["slack"] = channel.ready
     await channel.run()

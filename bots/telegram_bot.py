@@ -28,4 +28,5 @@ async def run(runtime: Runtime) -> None:
         api_url=settings.telegram_api_url,
         webhook=webhook,
     )
+    runtime.ready["telegram"] = channel.ready
     await channel.run()

@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -39,6 +39,8 @@ class Runtime:
     driver: StreamDriver
     counter: TokenCounter
     service: ChatService
+    ready: dict[str, asyncio.Event] = field(default_factory=dict)
+    """Each running channel's "connected" event, by platform, for `/readyz`."""
 
     async def aclose(self) -> None:
         """Close the store and the HTTP client."""
@@ -119,6 +121,7 @@ def service_config(settings: Settings, *, context_window: int | None = None) -> 
         user_hash_key=user_hash_key(settings),
         save_interval=settings.save_interval,
         stale_after=settings.stale_after,
+        shutdown_grace=settings.shutdown_grace,
     )
 
 

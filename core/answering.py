@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.answer_report import AnswerTimes, answer_finished, answer_started
 from core.context import Budget, ContextLimits, Rebuild, TokenCounter, Window, build_window
 from core.conversation import ConversationKey, Inbound, Role, Turn, TurnStatus
 from core.conversation_params import effective_params
@@ -53,6 +55,7 @@ class _Answer:
     usage: UsageReport | None = None
     error: BaseException | None = None
     stop: StopSignal | None = None
+    times: AnswerTimes = field(default_factory=lambda: AnswerTimes(time.monotonic()))
 
     @property
     def stopped(self) -> bool:
@@ -159,6 +162,7 @@ class Answerer:
             )
         answer = _Answer(choices=params.n or 1)
         journal = self._journal(key, sink)
+        answer_started(key)
         try:
             with self._active.running(key) as answer.stop:
                 await self._stream_and_store(
@@ -176,6 +180,19 @@ class Answerer:
         finally:
             if journal is not None:
                 await journal.close()
+            usage = answer.usage
+            answer_finished(
+                key,
+                outcome,
+                answer.times,
+                completion_tokens=(
+                    usage.completion_tokens
+                    if usage is not None
+                    else sum(self._counter.count(t, params.model) for t in answer.texts.values())
+                ),
+                prompt_tokens=usage.prompt_tokens if usage is not None else None,
+                now=time.monotonic(),
+            )
 
     async def _stream_and_store(
         self,
@@ -324,9 +341,13 @@ class Answerer:
 
     async def _consume(self, request: ChatRequest, sink: ReplySink, answer: _Answer) -> None:
         """Read the model's stream into the answer's texts and reply streams."""
+        times = answer.times
+        times.asked = time.monotonic()
         try:
             async for event in self._llm.stream(request):
                 if isinstance(event, ContentDelta):
+                    if times.first_token is None:
+                        times.first_token = time.monotonic()
                     text = answer.texts[event.choice] = answer.texts.get(event.choice, "") + (
                         event.text
                     )
@@ -345,6 +366,8 @@ class Answerer:
         except Exception as exc:
             answer.error = exc
             log.exception("answer stream failed")
+        finally:
+            times.ended = time.monotonic()
 
     def _journal(self, key: ConversationKey, sink: ReplySink) -> AnswerJournal | None:
         """A journal for an answer shown on a sink another process could finish, else None."""

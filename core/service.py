@@ -13,6 +13,7 @@ from core.context import TokenCounter
 from core.conversation import RUNNING_THREAD, ConversationKey, Inbound
 from core.errors import LLMError
 from core.llm import ChatCompletionsClient
+from core.metrics import QUEUE_DEPTH
 from core.outcome import Outcome, ServiceConfig
 from core.recovery import Recovery
 from core.routing import Accepted, Routed, Router
@@ -76,12 +77,24 @@ class ChatService:
         """Where channels register how to finish answers a dead process left streaming."""
 
     def accept(self, inbound: Inbound) -> Accepted | None:
-        """Take `inbound` in now (no await); None when this process already holds its event."""
-        return self._router.accept(inbound)
+        """Take `inbound` in now (no await); None when this process already holds its event.
+
+        An accepted message must then be given to `answer` (which counts it as queued until
+        it is answered or dropped)."""
+        accepted = self._router.accept(inbound)
+        if accepted is not None:
+            QUEUE_DEPTH.inc()
+        return accepted
 
     async def answer(self, accepted: Accepted, prepare: Prepare) -> Outcome:
         """Route, prepare, wait for the turn and answer; never raises but cancellation."""
         outcome = Outcome()
+        try:
+            return await self._answer(accepted, prepare, outcome)
+        finally:
+            QUEUE_DEPTH.dec()
+
+    async def _answer(self, accepted: Accepted, prepare: Prepare, outcome: Outcome) -> Outcome:
         sink: ReplySink | None = None
         try:
             routed = await accepted.route()

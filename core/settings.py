@@ -190,6 +190,16 @@ class Settings(BaseSettings):
         default=20.0, ge=1, le=3600, validation_alias="THREADLINE_STALE_AFTER"
     )
     log_level: LogLevel = Field(default="INFO", validation_alias="THREADLINE_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias="THREADLINE_LOG_FORMAT"
+    )
+    http_host: str = Field(default="0.0.0.0", validation_alias="THREADLINE_HTTP_HOST")
+    http_port: int | None = Field(
+        default=8080, ge=0, le=65535, validation_alias="THREADLINE_HTTP_PORT"
+    )
+    shutdown_grace: float = Field(
+        default=3.0, ge=0.0, le=600.0, validation_alias="THREADLINE_SHUTDOWN_GRACE"
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -200,6 +210,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_logit_bias(cls, value: Any) -> Any:
         return _parse_env_text(value, _json_object)
+
+    @field_validator("http_port", mode="before")
+    @classmethod
+    def _parse_http_port(cls, value: Any) -> Any:
+        return _parse_env_text(value, int)
 
     @field_validator("slack_suggested_prompts", mode="before")
     @classmethod
@@ -355,7 +370,12 @@ def _shard_numbers(text: str) -> Any:
 
 
 PLATFORM_VARIABLES: dict[str, tuple[str, ...]] = {
-    "slack": ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET"),
+    "slack": (
+        "SLACK_BOT_TOKEN",
+        "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET",
+        "(or, for installs in many workspaces, SLACK_CLIENT_ID, SLACK_CLIENT_SECRET, "
+        "SLACK_SIGNING_SECRET and THREADLINE_SECRET_KEY)",
+    ),
     "telegram": ("TELEGRAM_BOT_TOKEN",),
     "discord": ("DISCORD_BOT_TOKEN",),
 }

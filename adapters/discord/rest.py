@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import aiohttp
 
 from adapters.discord.buckets import DiscordBuckets, RateHeaders
-from core.errors import SinkGone, SinkRateLimited, SinkRejected
+from core.errors import SinkError, SinkGone, SinkRateLimited, SinkRejected
+from core.metrics import platform_call
 
 log = logging.getLogger(__name__)
+_ID = re.compile(r"\d{5,}")
 
 NO_MENTIONS: dict[str, Any] = {"parse": [], "replied_user": False}
 """`allowed_mentions` of every send and edit: model output never pings anybody."""
@@ -113,6 +116,24 @@ class DiscordRest:
         A server error or a broken connection raises `SinkRateLimited(SERVER_RETRY)`, so the
         stream driver retries the write instead of giving the answer up.
         """
+        route = f"{method} {_ID.sub('{id}', _route(path))}"  # ids out: bounded label values
+        try:
+            result = await self._request(method, path, payload)
+        except DiscordRateLimited:
+            platform_call("discord", route, "rate_limited")
+            raise
+        except SinkRateLimited:
+            platform_call("discord", route, "no_response")
+            raise
+        except SinkError:
+            platform_call("discord", route, "error")
+            raise
+        platform_call("discord", route, "ok")
+        return result
+
+    async def _request(
+        self, method: str, path: str, payload: dict[str, Any] | None
+    ) -> RestResult:
         session = self._open()
         try:
             async with session.request(method, self.base_url + path, json=payload) as response:

@@ -11,6 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core.errors import SinkGone, SinkRateLimited, SinkRejected
+from core.metrics import platform_call
 from core.streaming import Pacer, PaceScope, Priority
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,19 @@ class SlackApi:
             else:
                 response = await self.client.api_call(method, json=payload, headers=headers)
         except SlackApiError as exc:
-            raise translate(method, exc) from None
+            error = translate(method, exc)
+            rate_limited = isinstance(error, SinkRateLimited)
+            platform_call("slack", method, "rate_limited" if rate_limited else "error")
+            raise error from None
         except aiohttp.ClientConnectorError as exc:
             # Not connected: nothing was sent, so the call can simply be made again.
+            platform_call("slack", method, "no_connection")
             raise SinkRateLimited(DEFAULT_RETRY_AFTER, f"{method}: {type(exc).__name__}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Sent, but no response: the write may or may not have happened.
+            platform_call("slack", method, "no_response")
             raise SlackUnanswered(method, type(exc).__name__) from None
+        platform_call("slack", method, "ok")
         data = response.data
         return data if isinstance(data, dict) else {}
 

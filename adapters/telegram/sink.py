@@ -26,6 +26,7 @@ from telegram.warnings import PTBDeprecationWarning
 from adapters.telegram.format import MAX_MESSAGE_LENGTH, Rendered, render, rendered_length
 from adapters.telegram.resend import PER_MESSAGE, ResendGuard, maybe_applied
 from core.errors import SinkError, SinkGone, SinkRateLimited, SinkRejected
+from core.metrics import platform_call
 from core.streaming import PaceScope, SinkLimits
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,20 @@ class TelegramSink:
         message.shown = rendered
 
     async def _call(self, method: str, call: Any) -> Any:
-        """Await one Bot API call; translate its errors into core sink errors."""
+        """Await one Bot API call (counted); translate its errors into core sink errors."""
+        try:
+            result = await self._translated(method, call)
+        except SinkRateLimited as exc:
+            network = isinstance(exc.__cause__, NetworkError)
+            platform_call("telegram", method, "no_response" if network else "rate_limited")
+            raise
+        except SinkError:
+            platform_call("telegram", method, "error")
+            raise
+        platform_call("telegram", method, "ok")
+        return result
+
+    async def _translated(self, method: str, call: Any) -> Any:
         try:
             return await call
         except RetryAfter as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.conversation import ConversationKey, Role, Turn, TurnStatus
 from core.errors import StoreError
+from core.metrics import DB_SECONDS
 from core.store import limit_statements
 from core.store import statements as sql
 from core.store.engine import create_engine
@@ -611,8 +613,12 @@ class HistoryStore:
         """Run `work` in one transaction (see `core.store.runner`); errors -> StoreError."""
         if self._closed:
             raise StoreError(f"{action} failed: the store is closed")
-        with translate_errors(action, self._engine):
-            return await self._runner.run(mode, work)
+        started = time.perf_counter()
+        try:
+            with translate_errors(action, self._engine):
+                return await self._runner.run(mode, work)
+        finally:
+            DB_SECONDS.labels(action).observe(time.perf_counter() - started)
 
     def _cached_id(self, key: ConversationKey) -> int | None:
         conversation_id = self._ids.get(key)

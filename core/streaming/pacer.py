@@ -50,6 +50,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from core.clock import Clock
+from core.metrics import PACER_WAIT
 from core.streaming.policy import StreamPolicy
 from core.streaming.sink import PaceScope
 
@@ -200,8 +201,10 @@ class Pacer:
         now = self.clock.now()
         waiter = _Waiter(priority, next(self._seq), buckets, now, [s.key for s in scopes])
         blocker = self._blocker(waiter, now)
+        platform = scopes[0].key.partition(":")[0]
         if blocker is None:
             self._take(waiter, now)
+            PACER_WAIT.labels(platform).observe(0.0)
             return
         waiter.future = asyncio.get_running_loop().create_future()
         entry = (waiter.order, waiter)
@@ -215,6 +218,7 @@ class Pacer:
                 waiter.done = True
                 self._pump(buckets)
             raise
+        PACER_WAIT.labels(platform).observe(max(0.0, self.clock.now() - now))
 
     def refund(self, scopes: Sequence[PaceScope]) -> None:
         """Give back one token to each bucket: a grant whose write was dropped unmade."""

@@ -26,6 +26,7 @@ async def runtime_for(tmp_path: Path, **platform: str) -> AsyncIterator[Runtime]
         DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}",
         THREADLINE_USER_HASH_KEY="k" * 16,
         THREADLINE_CONTEXT_WINDOW="8000",  # else start-up asks the (default, remote) server
+        THREADLINE_HTTP_PORT="",  # no operations server: tests run side by side
         **platform,
     )
     runtime = await build_runtime(settings)

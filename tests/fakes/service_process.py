@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ def service_env(env: dict[str, str]) -> dict[str, str]:
     }
     base["PYTHONPATH"] = str(REPO)
     base["PYTHONUNBUFFERED"] = "1"
+    base["THREADLINE_HTTP_PORT"] = "0"  # any free port: tests run several services at once
     base.update(env)
     return base
 
@@ -63,6 +65,12 @@ class ThreadlineProcess(Served):
         assert self._process is not None and self._process.stdout is not None
         while line := await self._process.stdout.readline():
             self.output += line.decode(errors="replace")
+
+    @property
+    def http_port(self) -> int | None:
+        """The port of the operations HTTP server, once it said it listens."""
+        found = re.search(r"http server listening on [^:\s]+:(\d+)", self.output)
+        return int(found.group(1)) if found else None
 
     @property
     def pid(self) -> int | None:
