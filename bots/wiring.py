@@ -140,7 +140,12 @@ async def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
     try:
-        store = await HistoryStore.open(settings.database_url.get_secret_value(), migrate=migrate)
+        store = await HistoryStore.open(
+            settings.database_url.get_secret_value(),
+            migrate=migrate,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
     except BaseException:
         await http.aclose()
         raise

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
         validation_alias="DATABASE_URL",
     )
     redis_url: SecretStr | None = Field(default=None, validation_alias="REDIS_URL")
+    db_pool_size: int = Field(default=5, ge=1, le=200, validation_alias="THREADLINE_DB_POOL_SIZE")
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=500, validation_alias="THREADLINE_DB_MAX_OVERFLOW"
+    )
 
     # Platforms.
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")

@@ -28,7 +28,7 @@ PING_AFTER_IDLE_SECONDS = 10.0
 _IDLE_SINCE = "threadline_idle_since"
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> AsyncEngine:
     """Build the async engine for `url` (normalised first); nothing connects until first use.
 
     SQLite connections get WAL journaling, foreign keys and a busy timeout, and SQLAlchemy
@@ -39,7 +39,8 @@ def create_engine(url: str) -> AsyncEngine:
     PostgreSQL connections are pinged before use only after `PING_AFTER_IDLE_SECONDS` idle
     in the pool (a connection the server or a proxy dropped is replaced, and the rest of the
     pool with it); a busy pool is not pinged on every checkout (that is three round trips
-    with asyncpg). The pool hands out the most recently used connection first.
+    with asyncpg). The pool hands out the most recently used connection first; it keeps
+    `pool_size` connections and opens up to `max_overflow` more under load.
     """
     normalized = normalize_database_url(url)
     if normalized.startswith("sqlite"):
@@ -50,7 +51,13 @@ def create_engine(url: str) -> AsyncEngine:
         )
         _configure_sqlite(engine.sync_engine)
         return engine
-    engine = create_async_engine(normalized, hide_parameters=True, pool_use_lifo=True)
+    engine = create_async_engine(
+        normalized,
+        hide_parameters=True,
+        pool_use_lifo=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+    )
     _configure_postgres(engine)
     return engine
 

@@ -122,9 +122,14 @@ class HistoryStore:
         self._lower_limit = limit_statements.lower_limit(dialect)
 
     @classmethod
-    async def open(cls, url: str, *, migrate: bool = True) -> HistoryStore:
-        """Connect to `url` (see `normalize_database_url`) and, by default, migrate to head."""
-        engine = create_engine(url)
+    async def open(
+        cls, url: str, *, migrate: bool = True, pool_size: int = 5, max_overflow: int = 10
+    ) -> HistoryStore:
+        """Connect to `url` (see `normalize_database_url`) and, by default, migrate to head.
+
+        Replicas starting together migrate once (a PostgreSQL advisory lock); the pool sizes
+        apply to PostgreSQL."""
+        engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         try:
             store = cls(engine)
         except BaseException:
