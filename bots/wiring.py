@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from core.caps import ParamCaps
 from core.clock import SystemClock
 from core.context import TokenCounter
 from core.errors import ConfigError
@@ -110,11 +111,34 @@ def user_hash_key(settings: Settings) -> bytes | None:
     return USER_KEY_FILE.read_bytes().strip()
 
 
+def param_caps(settings: Settings, params: ChatParams) -> ParamCaps:
+    """The operator's caps; a configured default over a cap stops start-up, naming it."""
+    caps = ParamCaps(
+        max_n=settings.max_n,
+        max_tokens=settings.max_tokens_cap,
+        allowed_models=settings.allowed_models,
+        max_logit_bias=settings.max_logit_bias,
+    )
+    for setting, name, value in (
+        ("THREADLINE_N", "n", params.n),
+        ("THREADLINE_MAX_TOKENS", "max_tokens", params.max_tokens),
+        ("THREADLINE_MAX_COMPLETION_TOKENS", "max_completion_tokens", params.max_completion_tokens),
+        ("THREADLINE_MODEL", "model", params.model),
+        ("THREADLINE_LOGIT_BIAS", "logit_bias", params.logit_bias),
+    ):
+        refusal = None if value is None else caps.check(name, value)
+        if refusal is not None:
+            raise ConfigError(setting, f"{refusal}, the operator's cap")
+    return caps
+
+
 def service_config(settings: Settings, *, context_window: int | None = None) -> ServiceConfig:
     """The service's part of the settings; `context_window` is the one discovered at start."""
+    params = chat_params(settings)
     return ServiceConfig(
         system_prompt=settings.system_prompt,
-        params=chat_params(settings),
+        params=params,
+        caps=param_caps(settings, params),
         context_window=settings.context_window or context_window or DEFAULT_CONTEXT_WINDOW,
         reply_tokens=settings.reply_tokens,
         history_turns=settings.history_turns,

@@ -49,6 +49,9 @@ class CommandReplies:
             self._config.params.with_overrides(**params)
         except (ValueError, ConfigError) as exc:
             return f"Could not set {name}: {exc}"
+        refusal = self._config.caps.check(name, value)
+        if refusal is not None:
+            return f"Could not set {name}: {refusal} (a limit set by the operator)."
         window = self._config.context_window
         if name in ("max_tokens", "max_completion_tokens") and int(str(value)) >= window:
             return f"Could not set {name}: it must be smaller than the context window ({window})."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from core.caps import ParamCaps
 from core.conversation import ConversationKey, TurnStatus
 from core.llm import ChatParams
 from core.streaming import StreamResult
@@ -28,6 +29,8 @@ class ServiceConfig:
     """A streaming answer's stored text is at most this many seconds behind the screen."""
     stale_after: float = 20.0
     """An answer whose writer saved nothing for this long is taken over (its writer died)."""
+    caps: ParamCaps = field(default_factory=ParamCaps)
+    """What users may not exceed with /set (n, max tokens, models, logit_bias size)."""
 
 
 @dataclass(slots=True)

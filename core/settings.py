@@ -193,6 +193,16 @@ class Settings(BaseSettings):
     stale_after: float = Field(
         default=20.0, ge=1, le=3600, validation_alias="THREADLINE_STALE_AFTER"
     )
+    max_n: int = Field(default=4, ge=1, le=128, validation_alias="THREADLINE_MAX_N")
+    max_tokens_cap: int | None = Field(
+        default=None, ge=1, validation_alias="THREADLINE_MAX_TOKENS_CAP"
+    )
+    allowed_models: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias="THREADLINE_ALLOWED_MODELS"
+    )
+    max_logit_bias: int = Field(
+        default=300, ge=0, le=10_000, validation_alias="THREADLINE_MAX_LOGIT_BIAS"
+    )
     log_level: LogLevel = Field(default="INFO", validation_alias="THREADLINE_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(
         default="text", validation_alias="THREADLINE_LOG_FORMAT"
@@ -214,6 +224,18 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_logit_bias(cls, value: Any) -> Any:
         return _parse_env_text(value, _json_object)
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("max_tokens_cap", mode="before")
+    @classmethod
+    def _parse_cap(cls, value: Any) -> Any:
+        return _parse_env_text(value, int)
 
     @field_validator("http_port", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.caps import ParamCaps
 from core.clock import SystemClock
 from core.context import TokenCounter
 from core.conversation import ConversationKey, Inbound, Role, TurnStatus
@@ -91,6 +92,7 @@ async def make_rig(tmp_path: Path, llm: FakeOpenAI, **config: object) -> AsyncIt
         reply_tokens=int(config.pop("reply_tokens", 1_000)),  # type: ignore[call-overload]
         shutdown_grace=float(config.pop("shutdown_grace", 3.0)),  # type: ignore[arg-type]
         user_hash_key=b"k" * 32,
+        caps=config.pop("caps", ParamCaps()),  # type: ignore[arg-type]
     )
     service = ChatService(
         store=store,
