@@ -164,7 +164,7 @@ class Answerer:
         journal = self._journal(key, sink)
         answer_started(key)
         try:
-            with self._active.running(key) as answer.stop:
+            with self._active.running(key, inbound.author_id) as answer.stop:
                 await self._stream_and_store(
                     key,
                     meta,

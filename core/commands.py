@@ -11,6 +11,7 @@ COMMAND_HELP: dict[str, str] = {
     "params": "show the model parameters used in this conversation",
     "set": "set a parameter for this conversation, e.g. /set temperature 0.2",
     "unset": "go back to the default for a parameter, e.g. /unset temperature",
+    "stop": "stop the answer being written here (yours, or any if you are an admin)",
 }
 
 SETTABLE_PARAMS: tuple[str, ...] = (

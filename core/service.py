@@ -17,7 +17,7 @@ from core.metrics import QUEUE_DEPTH
 from core.outcome import Outcome, ServiceConfig
 from core.recovery import Recovery
 from core.routing import Accepted, Routed, Router
-from core.stopping import ActiveAnswers
+from core.stopping import STOP_REPLIES, ActiveAnswers, StopResult
 from core.store import HistoryStore
 from core.streaming import ReplySink, StreamDriver
 
@@ -63,6 +63,7 @@ class ChatService:
         self._router = Router(store, history_turns=config.history_turns)
         self._commands = CommandReplies(store, config)
         self._active = ActiveAnswers()
+        self._stops: dict[tuple[str, str], StopResult] = {}  # /stop results, until replied
         self._answerer = Answerer(
             store=store,
             llm=llm,
@@ -82,8 +83,13 @@ class ChatService:
         An accepted message must then be given to `answer` (which counts it as queued until
         it is answered or dropped)."""
         accepted = self._router.accept(inbound)
-        if accepted is not None:
-            QUEUE_DEPTH.inc()
+        if accepted is None:
+            return None
+        QUEUE_DEPTH.inc()
+        command = parse_command(inbound.text)
+        if command is not None and command.name == "stop":
+            # Now, not in the conversation's turn: that turn comes after the answer it stops.
+            self._stops[accepted.claim] = self._active.stop_for(inbound.key, inbound.author_id)
         return accepted
 
     async def answer(self, accepted: Accepted, prepare: Prepare) -> Outcome:
@@ -93,6 +99,7 @@ class ChatService:
             return await self._answer(accepted, prepare, outcome)
         finally:
             QUEUE_DEPTH.dec()
+            self._stops.pop(accepted.claim, None)
 
     async def _answer(self, accepted: Accepted, prepare: Prepare, outcome: Outcome) -> Outcome:
         sink: ReplySink | None = None
@@ -169,7 +176,11 @@ class ChatService:
         if claim is not None and not await self._router.claim(claim):
             outcome.skipped = "duplicate"
             return
-        reply = await self._commands.reply(command, routed.key)
+        if command.name == "stop":
+            stopped = self._stops.pop(routed.claim, StopResult.NOTHING)
+            reply = STOP_REPLIES[stopped]
+        else:
+            reply = await self._commands.reply(command, routed.key)
         outcome.text = reply
         outcome.results.append(await self._driver.open(prepared.sink).finish(reply))
 

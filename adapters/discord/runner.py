@@ -257,7 +257,11 @@ class DiscordChannel:
         async def unset(interaction: discord.Interaction[Any], parameter: str) -> None:
             await self._command(interaction, f"/unset {parameter}")
 
+        async def stop(interaction: discord.Interaction[Any]) -> None:
+            await self._command(interaction, "/stop")
+
         callbacks: dict[str, Any] = {
+            "stop": stop,
             "new": new,
             "help": help_,
             "params": params,
@@ -278,7 +282,7 @@ class DiscordChannel:
             channel_id in self._opened_threads
         )
         try:
-            if guild_id is not None and not is_thread and text != "/help":
+            if guild_id is not None and not is_thread and text not in ("/help", "/stop"):
                 await interaction.response.send_message(
                     CHANNEL_COMMAND_HINT,
                     ephemeral=True,

@@ -103,3 +103,26 @@ async def test_a_stop_ends_every_choice(tmp_path: Path, fake_llm: FakeOpenAI) ->
         shown = sink.texts()
         assert len(shown) == 2 and all(t.endswith(STOPPED_NOTE) for t in shown)
         assert outcome.stopped and sink.all_final()
+
+
+async def test_slash_stop_stops_the_askers_answer_at_once_and_says_so(rig: Rig) -> None:
+    rig.llm.script(Reply(text=WORDS, delay_between=0.05), Reply())
+    sink = rig.sink()
+    answering = asyncio.create_task(rig.service.handle(rig.inbound("tell me"), sink))
+    await _when(lambda: "word5" in "".join(sink.texts()))
+    other = rig.sink()
+    # someone else's /stop is refused and the answer goes on
+    stranger = asyncio.create_task(
+        rig.service.handle(rig.inbound("/stop", author="U2", name="Bob"), other)
+    )
+    await asyncio.sleep(0.3)
+    assert not answering.done()  # a stranger cannot stop it
+    mine = rig.sink()
+    stopping = asyncio.create_task(rig.service.handle(rig.inbound("/stop"), mine))
+    outcome = await asyncio.wait_for(answering, 10)
+    assert outcome.stopped and outcome.stopped_by == "U1"
+    assert (await stranger).text == "Only the person who asked can stop this answer."
+    assert (await stopping).text == "Stopped."
+    assert sink.texts()[0].endswith(STOPPED_NOTE)
+    nothing = await rig.service.handle(rig.inbound("/stop"), rig.sink())
+    assert nothing.text == "Nothing is being answered here."

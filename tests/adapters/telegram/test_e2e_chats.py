@@ -33,7 +33,14 @@ async def test_private_chat_is_one_running_conversation_streamed_in_a_draft(
     chat = tg.private_chat(alice)
     async with ThreadlineProcess(tmp_path, tg_env(tg, llm, tmp_path)) as proc:
         await _started(proc, tg)
-        assert [c["command"] for c in tg.commands] == ["new", "help", "params", "set", "unset"]
+        assert [c["command"] for c in tg.commands] == [
+            "new",
+            "help",
+            "params",
+            "set",
+            "unset",
+            "stop",
+        ]
         answers: list[Message] = []
         for number, question in enumerate(("first question", "second one", "third now")):
             llm.script(Reply(delay_between=0.15))  # the echo, streamed for about a second
