@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import aiohttp
 from cryptography.fernet import Fernet
 
+from adapters.slack.sink import Scopes
+from core.clock import SystemClock
+from core.streaming import Pacer, Priority
 from tests.adapters.slack.conftest import answered, free_port, listening, settle, slack_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.service_process import ThreadlineProcess
@@ -128,3 +132,22 @@ async def test_a_rotated_token_is_refreshed_before_it_expires_and_the_answer_use
     assert refreshes and len(slack.teams) >= 2  # a second token was issued for T2
     assert not [c for c in slack.errors if c.error == "token_expired"]
     assert first_token not in svc.output
+
+
+async def test_each_workspace_has_its_own_pacing_budget() -> None:
+    """Two installed workspaces never share a budget: one workspace's edits running out does
+    not slow the other's (the pacer's scopes are keyed by workspace)."""
+    pacer = Pacer(SystemClock())
+    two, three = Scopes.update("T2"), Scopes.update("T3")
+    waiting = None
+    for _ in range(20):  # use up T2's chat.update budget until a write has to wait
+        attempt = asyncio.ensure_future(pacer.acquire(two, Priority.FINAL))
+        await asyncio.sleep(0.02)
+        if not attempt.done():
+            waiting = attempt
+            break
+    assert waiting is not None, "T2's budget never ran out"
+    await asyncio.wait_for(pacer.acquire(three, Priority.FINAL), 0.5)  # T3 goes at once
+    assert not waiting.done()  # while T2 still waits
+    await asyncio.wait_for(waiting, 3)  # a T2 token comes back within 60/45 s
+    pacer.close()
