@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import threading
 from typing import TextIO
 
-from adapters.console.inbound import to_inbound
+from adapters.console.inbound import console_key, to_inbound
 from adapters.console.sink import ConsoleSink
 from core.service import ChatService, Outcome
 
@@ -56,7 +57,26 @@ class ConsoleChannel:
             if line.strip().lower() in EXIT_WORDS:
                 break
             if line.strip():
-                await self.ask(line)
+                await self._ask_stoppably(line)
+
+    async def _ask_stoppably(self, line: str) -> None:
+        """Answer `line`; Ctrl-C meanwhile stops the answer (its text stays, marked stopped)
+        and returns to the prompt, where Ctrl-C exits as usual."""
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
+        try:
+            loop.add_signal_handler(signal.SIGINT, self._interrupt)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+            await self.ask(line)
+            return
+        try:
+            await self.ask(line)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)
+
+    def _interrupt(self) -> None:
+        self._service.stop(console_key(self._thread), requested_by=self._user)
 
 
 async def read_line(source: TextIO) -> str:
