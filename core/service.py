@@ -59,6 +59,7 @@ class ChatService:
         config: ServiceConfig,
     ) -> None:
         self._driver = driver
+        self._config = config
         self._store = store
         self._router = Router(store, history_turns=config.history_turns)
         self._commands = CommandReplies(store, config)
@@ -137,6 +138,11 @@ class ChatService:
             return Prepared(sink)
 
         return await self.answer(accepted, prepare)
+
+    @property
+    def shutdown_grace(self) -> float:
+        """Seconds answers get at shutdown: first to finish, then to close with a note."""
+        return self._config.shutdown_grace
 
     def stop(self, key: ConversationKey, *, requested_by: str | None = None) -> bool:
         """Stop the answer streaming in conversation `key` (a running-conversation key: any in

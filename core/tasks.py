@@ -27,6 +27,14 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def finish(self, grace: float) -> None:
+        """Let running tasks end by themselves for up to `grace` seconds, then cancel the rest."""
+        tasks = list(self._tasks)
+        if tasks and grace > 0:
+            log.info("%s: letting %d task(s) finish (up to %.0f s)", self._name, len(tasks), grace)
+            await asyncio.wait(tasks, timeout=grace)
+        await self.cancel_all()
+
     async def cancel_all(self) -> None:
         """Cancel every task still running and wait until each has ended."""
         tasks = list(self._tasks)

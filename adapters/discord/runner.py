@@ -158,10 +158,12 @@ class DiscordChannel:
             log.warning("discord: could not register slash commands: %s", exc.status)
 
     async def _shutdown(self) -> None:
+        """Let answers finish within the grace (the gateway stays up for their interactions:
+        Discord would not deliver a message again), stop the rest, then disconnect."""
         try:
-            await self.client.close()
+            await self._tasks.finish(self._service.shutdown_grace)
         finally:
-            await self._tasks.cancel_all()
+            await self.client.close()
 
     # -- messages -----------------------------------------------------------------------------
 

@@ -146,7 +146,8 @@ class SlackChannel:
                         server, self.config.http_host, self.config.http_port, self._listening
                     )
             finally:
-                await self._tasks.cancel_all()
+                # Intake is closed by now (socket or listener); answers get the grace to finish.
+                await self._tasks.finish(self.service.shutdown_grace)
                 self._session = None
 
     # -- Bolt entry points -------------------------------------------------------------------

@@ -266,15 +266,17 @@ class TelegramChannel:
     # -- shutdown ------------------------------------------------------------------------
 
     async def _shutdown(self, updater: Updater | None, runner: web.AppRunner | None) -> None:
-        """Stop receiving, stop every answer (the service keeps partial text), close the bot."""
+        """Stop receiving, let answers finish within the grace, stop the rest (the service keeps
+        their partial text), close the bot."""
         if runner is not None:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
+        if updater is not None and updater.running:
+            with contextlib.suppress(Exception):
+                await updater.stop()  # no more polling; the bot still writes
+        await self._tasks.finish(self._service.shutdown_grace)  # answers finish, then stop
         if updater is not None:
             with contextlib.suppress(Exception):
-                if updater.running:
-                    await updater.stop()
-                await updater.shutdown()
-        await self._tasks.cancel_all()
+                await updater.shutdown()  # closes the bot's connections too
         with contextlib.suppress(Exception):
             await self._bot.shutdown()

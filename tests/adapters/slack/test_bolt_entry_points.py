@@ -204,7 +204,7 @@ async def test_sigterm_mid_answer_stops_bolt_and_the_socket_within_the_grace(
 ) -> None:
     words = " ".join(f"word{i}" for i in range(400))
     fake_llm.script(Reply(text=words, delay_between=0.05))
-    env = slack_env(slack, fake_llm, tmp_path)
+    env = slack_env(slack, fake_llm, tmp_path, THREADLINE_SHUTDOWN_GRACE="1")
     event = slack.message("D1", "a long one")
     service = ThreadlineProcess(tmp_path, env)
     await service.start()
