@@ -116,6 +116,7 @@ async def run(answers: int, words: int, delay: float, within: float, shared: boo
                 "DATABASE_URL": f"sqlite+aiosqlite:///{directory}/bench.db",
                 "THREADLINE_USER_HASH_KEY": "bench-user-hash-key-0123456789abcdef",
                 "THREADLINE_LOG_LEVEL": "WARNING",
+                "THREADLINE_USER_RATE": "0",  # one author asks every question
             }
             async with ThreadlineProcess(Path(directory), env) as proc:
                 await proc.wait_until(

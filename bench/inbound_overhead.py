@@ -360,6 +360,7 @@ async def measure(kind: str, url: str, base_url: str, args: argparse.Namespace) 
         THREADLINE_MODEL=MODEL,
         THREADLINE_USER_HASH_KEY="bench-user-hash-key",
         THREADLINE_HISTORY_TURNS=str(HISTORY),
+        THREADLINE_USER_RATE="0",  # one user sends every message
     )
     runtime: Runtime = await build_runtime(settings)
     if args.gc_freeze:  # as `threadline` does after start-up (bots.wiring.freeze_startup_heap)

@@ -139,6 +139,7 @@ def service_config(settings: Settings, *, context_window: int | None = None) -> 
         system_prompt=settings.system_prompt,
         params=params,
         caps=param_caps(settings, params),
+        user_rate=settings.user_rate,
         context_window=settings.context_window or context_window or DEFAULT_CONTEXT_WINDOW,
         reply_tokens=settings.reply_tokens,
         history_turns=settings.history_turns,

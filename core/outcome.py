@@ -29,6 +29,8 @@ class ServiceConfig:
     """A streaming answer's stored text is at most this many seconds behind the screen."""
     stale_after: float = 20.0
     """An answer whose writer saved nothing for this long is taken over (its writer died)."""
+    user_rate: int = 20
+    """Messages a minute each user may have answered (0: no limit)."""
     caps: ParamCaps = field(default_factory=ParamCaps)
     """What users may not exceed with /set (n, max tokens, models, logit_bias size)."""
 

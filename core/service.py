@@ -20,6 +20,7 @@ from core.routing import Accepted, Routed, Router
 from core.stopping import STOP_REPLIES, ActiveAnswers, StopResult
 from core.store import HistoryStore
 from core.streaming import ReplySink, StreamDriver
+from core.user_rate import UserRate, rate_reply
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class ChatService:
         self._commands = CommandReplies(store, config)
         self._active = ActiveAnswers()
         self._stops: dict[tuple[str, str], StopResult] = {}  # /stop results, until replied
+        self._rate = UserRate(config.user_rate)
         self._answerer = Answerer(
             store=store,
             llm=llm,
@@ -173,6 +175,16 @@ class ChatService:
         if prepared.author_name is not None:
             inbound = replace(inbound, author_name=prepared.author_name)
         command = parse_command(inbound.text)
+        if command is None and (wait := self._rate.take(routed.key.platform, inbound.author_id)):
+            # Over the user's rate: say so (no model call), and claim the event as handled.
+            claim = routed.claim_on_store
+            if claim is not None and not await self._router.claim(claim):
+                outcome.skipped = "duplicate"
+                return
+            outcome.skipped = "rate limited"
+            outcome.text = rate_reply(self._rate.per_minute, wait)
+            outcome.results.append(await self._driver.open(prepared.sink).finish(outcome.text))
+            return
         if command is None:
             await self._answerer.answer(
                 inbound, routed.key, prepared.sink, outcome, claim=routed.claim_on_store

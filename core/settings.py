@@ -193,6 +193,7 @@ class Settings(BaseSettings):
     stale_after: float = Field(
         default=20.0, ge=1, le=3600, validation_alias="THREADLINE_STALE_AFTER"
     )
+    user_rate: int = Field(default=20, ge=0, le=10_000, validation_alias="THREADLINE_USER_RATE")
     max_n: int = Field(default=4, ge=1, le=128, validation_alias="THREADLINE_MAX_N")
     max_tokens_cap: int | None = Field(
         default=None, ge=1, validation_alias="THREADLINE_MAX_TOKENS_CAP"

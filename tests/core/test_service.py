@@ -93,6 +93,7 @@ async def make_rig(tmp_path: Path, llm: FakeOpenAI, **config: object) -> AsyncIt
         shutdown_grace=float(config.pop("shutdown_grace", 3.0)),  # type: ignore[arg-type]
         user_hash_key=b"k" * 32,
         caps=config.pop("caps", ParamCaps()),  # type: ignore[arg-type]
+        user_rate=int(config.pop("user_rate", 20)),  # type: ignore[call-overload]
     )
     service = ChatService(
         store=store,
