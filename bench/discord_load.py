@@ -117,6 +117,8 @@ async def run(answers: int, words: int, delay: float, within: float, shared: boo
                 "THREADLINE_USER_HASH_KEY": "bench-user-hash-key-0123456789abcdef",
                 "THREADLINE_LOG_LEVEL": "WARNING",
                 "THREADLINE_USER_RATE": "0",  # one author asks every question
+                "THREADLINE_USER_CONCURRENT_ANSWERS": "1000",
+                "THREADLINE_USER_QUEUE": "1000",
             }
             async with ThreadlineProcess(Path(directory), env) as proc:
                 await proc.wait_until(

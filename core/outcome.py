@@ -31,6 +31,12 @@ class ServiceConfig:
     """An answer whose writer saved nothing for this long is taken over (its writer died)."""
     user_rate: int = 20
     """Messages a minute each user may have answered (0: no limit)."""
+    max_answers: int = 32
+    """Answers streaming at once in this process; more wait, users served round robin."""
+    user_answers: int = 2
+    """Answers streaming at once for one user."""
+    user_queue: int = 10
+    """Answers one user may have waiting for a slot; beyond that they are refused with a note."""
     caps: ParamCaps = field(default_factory=ParamCaps)
     """What users may not exceed with /set (n, max tokens, models, logit_bias size)."""
 

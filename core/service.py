@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from core.answer_slots import AnswerSlots, SlotsFull
 from core.answering import Answerer
 from core.command_replies import CommandReplies
 from core.commands import help_text, parse_command
@@ -67,6 +68,7 @@ class ChatService:
         self._active = ActiveAnswers()
         self._stops: dict[tuple[str, str], StopResult] = {}  # /stop results, until replied
         self._rate = UserRate(config.user_rate)
+        self._slots = AnswerSlots(config.max_answers, config.user_answers, config.user_queue)
         self._answerer = Answerer(
             store=store,
             llm=llm,
@@ -186,9 +188,21 @@ class ChatService:
             outcome.results.append(await self._driver.open(prepared.sink).finish(outcome.text))
             return
         if command is None:
-            await self._answerer.answer(
-                inbound, routed.key, prepared.sink, outcome, claim=routed.claim_on_store
-            )
+            user = (routed.key.platform, inbound.author_id)
+            try:
+                async with self._slots.slot(user):
+                    await self._answerer.answer(
+                        inbound, routed.key, prepared.sink, outcome, claim=routed.claim_on_store
+                    )
+            except SlotsFull as full:
+                outcome.skipped = "too many waiting"
+                outcome.text = (
+                    f"⏳ You already have {full.waiting} questions waiting for an answer, so I "
+                    "did not take this one. Send it again once one of them is answered."
+                )
+                outcome.results.append(
+                    await self._driver.open(prepared.sink).finish(outcome.text)
+                )
             return
         claim = routed.claim_on_store
         if claim is not None and not await self._router.claim(claim):

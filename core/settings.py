@@ -194,6 +194,13 @@ class Settings(BaseSettings):
         default=20.0, ge=1, le=3600, validation_alias="THREADLINE_STALE_AFTER"
     )
     user_rate: int = Field(default=20, ge=0, le=10_000, validation_alias="THREADLINE_USER_RATE")
+    max_answers: int = Field(
+        default=32, ge=1, le=10_000, validation_alias="THREADLINE_MAX_CONCURRENT_ANSWERS"
+    )
+    user_answers: int = Field(
+        default=2, ge=1, le=1_000, validation_alias="THREADLINE_USER_CONCURRENT_ANSWERS"
+    )
+    user_queue: int = Field(default=10, ge=0, le=10_000, validation_alias="THREADLINE_USER_QUEUE")
     max_n: int = Field(default=4, ge=1, le=128, validation_alias="THREADLINE_MAX_N")
     max_tokens_cap: int | None = Field(
         default=None, ge=1, validation_alias="THREADLINE_MAX_TOKENS_CAP"

@@ -94,6 +94,8 @@ async def make_rig(tmp_path: Path, llm: FakeOpenAI, **config: object) -> AsyncIt
         user_hash_key=b"k" * 32,
         caps=config.pop("caps", ParamCaps()),  # type: ignore[arg-type]
         user_rate=int(config.pop("user_rate", 20)),  # type: ignore[call-overload]
+        user_answers=int(config.pop("user_answers", 2)),  # type: ignore[call-overload]
+        user_queue=int(config.pop("user_queue", 10)),  # type: ignore[call-overload]
     )
     service = ChatService(
         store=store,

@@ -16,6 +16,11 @@ from tests.fakes.openai_server import FakeOpenAI, Fault, Reply
 # 50 answers in one channel take about 60 s at Discord's per-channel budget of 5 creates per
 # 5 s; `python -m bench.discord_load` runs the same scenario and reports its latencies.
 CONCURRENT = 50
+ONE_AUTHOR_UNLIMITED = {
+    "THREADLINE_USER_RATE": "0",
+    "THREADLINE_USER_CONCURRENT_ANSWERS": "1000",
+    "THREADLINE_USER_QUEUE": "1000",
+}
 FENCE = re.compile(r"^```", re.MULTILINE)
 
 
@@ -27,8 +32,8 @@ async def test_concurrent_answers_in_one_channel_without_429(
     # only its headers tell. Either way the bot stays at zero 429s.
     async with FakeDiscord(token=TOKEN, shared_message_bucket=shared) as fake:
         fake_llm.script(*[Reply(delay_between=0.15) for _ in range(CONCURRENT)])
-        # one author asks all 50: the per-user message rate is not what this test measures
-        async with running(tmp_path, fake, fake_llm, THREADLINE_USER_RATE="0") as proc:
+        # one author asks all 50: the per-user limits are not what this test measures
+        async with running(tmp_path, fake, fake_llm, **ONE_AUTHOR_UNLIMITED) as proc:
             questions = {
                 await fake.user_message(
                     fake.channel_id,
