@@ -47,6 +47,10 @@ def _env(slack: FakeSlack, llm: FakeOpenAI, directory: Path, native: bool) -> di
         "SLACK_APP_TOKEN": slack.app_token,
         "SLACK_API_URL": slack.api_url,
         "SLACK_NATIVE_STREAMING": "true" if native else "false",
+        # the platform's limits are measured here, not the per-user ones
+        "THREADLINE_USER_RATE": "0",
+        "THREADLINE_USER_CONCURRENT_ANSWERS": "1000",
+        "THREADLINE_USER_QUEUE": "1000",
     }
 
 

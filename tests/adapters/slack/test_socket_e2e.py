@@ -105,7 +105,16 @@ async def test_100_concurrent_answers_in_one_workspace_never_hit_a_429(
     count, channels = 100, 10
     fake_llm.script(*[Reply(delay_between=0.08) for _ in range(count)])
     questions = {}
-    async with ThreadlineProcess(tmp_path, slack_env(slack, fake_llm, tmp_path)) as service:
+    # one user asks all 100: the per-user limits are not what this test measures
+    env = slack_env(
+        slack,
+        fake_llm,
+        tmp_path,
+        THREADLINE_USER_RATE="0",
+        THREADLINE_USER_CONCURRENT_ANSWERS="1000",
+        THREADLINE_USER_QUEUE="1000",
+    )
+    async with ThreadlineProcess(tmp_path, env) as service:
         await connected(service, slack)
         for index in range(count):
             channel = f"C{index % channels}"
