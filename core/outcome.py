@@ -31,7 +31,7 @@ class ServiceConfig:
     """An answer whose writer saved nothing for this long is taken over (its writer died)."""
     user_rate: int = 20
     """Messages a minute each user may have answered (0: no limit)."""
-    max_answers: int = 32
+    max_answers: int = 256
     """Answers streaming at once in this process; more wait, users served round robin."""
     user_answers: int = 2
     """Answers streaming at once for one user."""

@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     )
     user_rate: int = Field(default=20, ge=0, le=10_000, validation_alias="THREADLINE_USER_RATE")
     max_answers: int = Field(
-        default=32, ge=1, le=10_000, validation_alias="THREADLINE_MAX_CONCURRENT_ANSWERS"
+        default=256, ge=1, le=10_000, validation_alias="THREADLINE_MAX_CONCURRENT_ANSWERS"
     )
     user_answers: int = Field(
         default=2, ge=1, le=1_000, validation_alias="THREADLINE_USER_CONCURRENT_ANSWERS"
