@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.adapters.discord.conftest import running, user_turns
@@ -71,9 +72,14 @@ async def test_two_chains_in_one_channel_stay_apart(
         b = await fake.user_message(
             fake.channel_id, "chain B starts", mention_bot=True, author=fake.other_user
         )
+        # a person replies after reading the answer: wait until both are complete (a reply
+        # within milliseconds of a message appearing can precede its stored link)
         await proc.wait_until(
-            lambda: bool(fake.answer_parts(a)) and bool(fake.answer_parts(b)), what="answers"
+            lambda: fake.answer_text(a) == "echo: chain A starts"
+            and fake.answer_text(b) == "echo: chain B starts",
+            what="answers",
         )
+        await asyncio.sleep(0.3)
         a2 = await fake.user_message(
             fake.channel_id, "more on A", reply_to=fake.answer_parts(a)[0].id
         )
